@@ -62,6 +62,8 @@ pub enum MapError {
         b: IdRange,
         side: &'static str,
     },
+    #[error("container ids {start}+{size} are not all mapped")]
+    NotCovered { start: u32, size: u32 },
     #[error("bad id map line {line:?}: expected `CONTAINER HOST SIZE`")]
     Syntax { line: String },
 }
@@ -93,7 +95,8 @@ impl IdMap {
         }
         for (i, a) in ranges.iter().enumerate() {
             for b in &ranges[i + 1..] {
-                if (a.container as u64) < b.container_end() && (b.container as u64) < a.container_end()
+                if (a.container as u64) < b.container_end()
+                    && (b.container as u64) < a.container_end()
                 {
                     return Err(MapError::Overlap {
                         a: *a,
@@ -137,6 +140,34 @@ impl IdMap {
     /// Never true: a map has at least one range of at least one id.
     pub fn is_empty(&self) -> bool {
         false
+    }
+
+    /// The part of this map for container ids `start..start+size`, moved down to start at
+    /// container id 0 (a per-container slice of a larger pool). Ids of the window that this
+    /// map does not cover are an error.
+    pub fn slice(&self, start: u32, size: u32) -> Result<IdMap, MapError> {
+        let (lo, hi) = (start as u64, start as u64 + size as u64);
+        let mut ranges: Vec<IdRange> = self
+            .ranges
+            .iter()
+            .filter_map(|r| {
+                let from = lo.max(r.container as u64);
+                let to = hi.min(r.container_end());
+                (from < to).then(|| {
+                    IdRange::new(
+                        (from - lo) as u32,
+                        r.host + (from - r.container as u64) as u32,
+                        (to - from) as u32,
+                    )
+                })
+            })
+            .collect();
+        ranges.sort_by_key(|r| r.container);
+        let covered: u64 = ranges.iter().map(|r| r.size as u64).sum();
+        if covered != size as u64 {
+            return Err(MapError::NotCovered { start, size });
+        }
+        IdMap::new(ranges)
     }
 
     /// The host id of container id `id`, if mapped.
@@ -260,8 +291,35 @@ mod tests {
         assert_eq!(m.to_container(99999), None);
         assert_eq!(m.to_container_or_overflow(0), OVERFLOW_ID);
         assert_eq!(m.to_proc_text(), "0 100000 65536\n");
-        assert_eq!(IdMap::from_proc_text("         0     100000      65536\n").unwrap(), m);
+        assert_eq!(
+            IdMap::from_proc_text("         0     100000      65536\n").unwrap(),
+            m
+        );
         assert_eq!(IdMap::from_oci(&m.to_oci()).unwrap(), m);
+    }
+
+    #[test]
+    fn slices_a_pool() {
+        let m = IdMap::new(vec![
+            IdRange::new(0, 100_000, 10),
+            IdRange::new(10, 200_000, 10),
+        ])
+        .unwrap();
+        assert_eq!(
+            m.slice(5, 10).unwrap().to_proc_text(),
+            "0 100005 5\n5 200000 5\n"
+        );
+        assert_eq!(
+            m.slice(0, 10).unwrap(),
+            IdMap::single(0, 100_000, 10).unwrap()
+        );
+        assert_eq!(
+            m.slice(15, 10),
+            Err(MapError::NotCovered {
+                start: 15,
+                size: 10
+            })
+        );
     }
 
     #[test]
@@ -269,9 +327,15 @@ mod tests {
         assert_eq!(IdMap::new(vec![]), Err(MapError::Empty));
         let e = IdMap::single(0, 1, 0).unwrap_err();
         assert_eq!(e.to_string(), "id range `0 1 0` has length 0");
-        assert!(matches!(IdMap::single(0, u32::MAX - 1, 2), Err(MapError::Overflow(_))));
+        assert!(matches!(
+            IdMap::single(0, u32::MAX - 1, 2),
+            Err(MapError::Overflow(_))
+        ));
         let e = IdMap::new(vec![IdRange::new(0, 1000, 10), IdRange::new(5, 5000, 10)]).unwrap_err();
-        assert_eq!(e.to_string(), "id range `0 1000 10` overlaps `5 5000 10` on the container side");
+        assert_eq!(
+            e.to_string(),
+            "id range `0 1000 10` overlaps `5 5000 10` on the container side"
+        );
         let e = IdMap::new(vec![IdRange::new(0, 1000, 10), IdRange::new(50, 1009, 1)]).unwrap_err();
         assert!(matches!(e, MapError::Overlap { side: "host", .. }));
         let many = (0..341).map(|i| IdRange::new(i, 1000 + i, 1)).collect();
