@@ -9,6 +9,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod commands;
+mod containers;
+mod format;
+mod http;
+mod images;
+mod runopts;
+mod stream;
+mod system;
 mod userns;
 
 #[derive(Parser)]
@@ -37,6 +45,10 @@ enum Command {
     /// User namespace settings: who container root is on the host
     #[command(subcommand)]
     Userns(userns::Command),
+
+    /// The client commands (run, ps, images, ...), flattened to the top level as in docker.
+    #[command(flatten)]
+    Client(Box<commands::ClientCommand>),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +57,10 @@ fn main() -> ExitCode {
         Command::Userns(cmd) => {
             init_logging("warn");
             userns::run(cmd)
+        }
+        Command::Client(cmd) => {
+            init_logging("warn");
+            commands::run(&cli.host, *cmd)
         }
     };
     match result {

@@ -273,7 +273,7 @@ impl SubIdFile {
 
     /// Reads `path` under an exclusive lock, lets `change` edit it, and writes it back
     /// atomically (same mode and owner) if `change` returns true. A missing file is created
-    /// (mode 0644) only when there is something to write.
+    /// (empty, mode 0644) first: the lock needs a file to hold.
     pub fn update<T>(
         path: &Path,
         change: impl FnOnce(&mut SubIdFile) -> Result<(T, bool), SubIdError>,

@@ -1,0 +1,894 @@
+//! Container commands: `ps`, `create`, `run`, `start`, `attach`, `logs`, `wait`, `stop`,
+//! `kill`, `restart`, `rm`, `inspect`.
+
+use std::io::{self, IsTerminal, Write};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::format::{ellipsis, human_duration, now_unix, short_id, Row, Template};
+use crate::http::{check, enc, Body, Client, HttpError, Response};
+use crate::runopts::ContainerOpts;
+use crate::stream::{self, Outcome, RawTerminal};
+
+/// docker's status when the failure is the CLI's or the daemon's, not the container's.
+const DAEMON_ERROR: u8 = 125;
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Only display container IDs
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Show n last created containers (includes all states)
+    #[arg(short = 'n', long = "last", allow_hyphen_values = true)]
+    last: Option<i64>,
+    /// Show the latest created container (includes all states)
+    #[arg(short = 'l', long)]
+    latest: bool,
+    /// Don't truncate output
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    /// Filter output based on conditions provided (KEY=VALUE)
+    #[arg(short = 'f', long = "filter")]
+    filters: Vec<String>,
+    /// Format output: table, json, or a Go-style template
+    #[arg(long)]
+    format: Option<String>,
+    /// Display total file sizes
+    #[arg(short = 's', long)]
+    size: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    opts: ContainerOpts,
+}
+
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct RunArgs {
+    /// Run container in background and print container ID
+    #[arg(short = 'd', long)]
+    detach: bool,
+    #[command(flatten)]
+    opts: ContainerOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Attach STDOUT/STDERR and forward signals
+    #[arg(short = 'a', long)]
+    attach: bool,
+    /// Attach container's STDIN
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Do not attach STDIN
+    #[arg(long = "no-stdin")]
+    no_stdin: bool,
+    /// Proxy all received signals to the process
+    #[arg(long = "sig-proxy", default_value_t = true, action = clap::ArgAction::Set)]
+    sig_proxy: bool,
+    container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Follow log output
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// Number of lines to show from the end of the logs ("all" for everything)
+    #[arg(short = 'n', long, default_value = "all")]
+    tail: String,
+    /// Show timestamps
+    #[arg(short = 't', long)]
+    timestamps: bool,
+    /// Show logs since a timestamp (2013-01-02T13:23:37Z) or relative (42m)
+    #[arg(long)]
+    since: Option<String>,
+    /// Show logs before a timestamp or relative time
+    #[arg(long)]
+    until: Option<String>,
+    container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct NamesArgs {
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container
+    #[arg(short = 't', long = "time", visible_alias = "timeout")]
+    time: Option<i64>,
+    /// Signal to send to the container
+    #[arg(short = 's', long)]
+    signal: Option<String>,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// Signal to send to the container
+    #[arg(short = 's', long, default_value = "KILL")]
+    signal: String,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Force the removal of a running container (uses SIGKILL)
+    #[arg(short = 'f', long)]
+    force: bool,
+    /// Remove anonymous volumes associated with the container
+    #[arg(short = 'v', long)]
+    volumes: bool,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Format output using a Go-style template
+    #[arg(short = 'f', long)]
+    format: Option<String>,
+    /// Only container or image
+    #[arg(long = "type")]
+    kind: Option<String>,
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+pub fn ps(c: &Client, a: PsArgs) -> anyhow::Result<ExitCode> {
+    let limit = if a.latest {
+        Some(1)
+    } else {
+        a.last.filter(|n| *n > 0)
+    };
+    let all = a.all || limit.is_some();
+    let mut q = format!("/containers/json?all={}&size={}", all as u8, a.size as u8);
+    if let Some(n) = limit {
+        q.push_str(&format!("&limit={n}"));
+    }
+    q.push_str(&crate::images::filters_query(&a.filters)?);
+    let list = c.get_json(&q)?;
+    let now = now_unix();
+    let rows: Vec<Row> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|ct| ps_row(ct, !a.no_trunc, now))
+        .collect();
+    if a.quiet {
+        for r in &rows {
+            println!("{}", r["ID"].as_str().unwrap_or(""));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let default = if a.size {
+        "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}\t{{.Size}}"
+    } else {
+        "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+    };
+    let format = match a.format.as_deref() {
+        None | Some("table") => default,
+        Some(f) => f,
+    };
+    let headers = [
+        ("ID", "CONTAINER ID"),
+        ("Image", "IMAGE"),
+        ("Command", "COMMAND"),
+        ("RunningFor", "CREATED"),
+        ("CreatedAt", "CREATED AT"),
+        ("Status", "STATUS"),
+        ("State", "STATE"),
+        ("Ports", "PORTS"),
+        ("Names", "NAMES"),
+        ("Size", "SIZE"),
+        ("Labels", "LABELS"),
+        ("Mounts", "MOUNTS"),
+        ("Networks", "NETWORKS"),
+        ("LocalVolumes", "LOCAL VOLUMES"),
+    ];
+    print!("{}", Template::parse(format)?.render(&rows, &headers));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One container of `GET /containers/json` as the fields docker's templates know.
+fn ps_row(ct: &Value, trunc: bool, now: i64) -> Row {
+    let s = |k: &str| ct[k].as_str().unwrap_or("").to_string();
+    let id = s("Id");
+    let command = s("Command");
+    let names: Vec<String> = ct["Names"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|n| n.trim_start_matches('/').to_string())
+        .filter(|n| !trunc || !n.contains('/'))
+        .collect();
+    let labels: Vec<String> = ct["Labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect();
+    let mounts: Vec<String> = ct["Mounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let name = m["Name"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .or(m["Source"].as_str())
+                .unwrap_or("");
+            if trunc {
+                ellipsis(name, 15)
+            } else {
+                name.to_string()
+            }
+        })
+        .collect();
+    let networks: Vec<String> = ct["NetworkSettings"]["Networks"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k.clone())
+        .collect();
+    let created = ct["Created"].as_i64().unwrap_or(0);
+    let mut r = Row::new();
+    r.insert("ID", json!(if trunc { short_id(&id) } else { id }));
+    r.insert("Image", json!(s("Image")));
+    r.insert(
+        "Command",
+        json!(json!(if trunc {
+            ellipsis(&command, 20)
+        } else {
+            command
+        })
+        .to_string()),
+    );
+    r.insert("CreatedAt", json!(format_time(created)));
+    r.insert(
+        "RunningFor",
+        json!(format!("{} ago", human_duration(now - created))),
+    );
+    r.insert("Ports", json!(""));
+    r.insert("State", json!(s("State")));
+    r.insert("Status", json!(s("Status")));
+    r.insert("Names", json!(names.join(",")));
+    r.insert("Labels", json!(labels.join(",")));
+    r.insert("Mounts", json!(mounts.join(",")));
+    r.insert("Networks", json!(networks.join(",")));
+    r.insert(
+        "LocalVolumes",
+        json!(ct["Mounts"]
+            .as_array()
+            .map_or(0, |m| m.iter().filter(|m| m["Type"] == "volume").count())
+            .to_string()),
+    );
+    let size = match (ct["SizeRw"].as_f64(), ct["SizeRootFs"].as_f64()) {
+        (Some(rw), Some(root)) => format!(
+            "{} (virtual {})",
+            crate::format::human_size(rw),
+            crate::format::human_size(root)
+        ),
+        (Some(rw), None) => crate::format::human_size(rw),
+        _ => "0B".into(),
+    };
+    r.insert("Size", json!(size));
+    r
+}
+
+/// `secs` since the epoch as docker's `CreatedAt`: `2006-01-02 15:04:05 +0000 UTC`.
+pub fn format_time(secs: i64) -> String {
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} +0000 UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Howard Hinnant's days → (year, month, day) for the proleptic Gregorian calendar.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z.rem_euclid(146097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 } as i64;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// `--since`/`--until` as the API's unix seconds: a unix time, an RFC 3339 time
+/// (`2013-01-02T13:23:37Z`, or a date), or a duration before `now` (`42m`, `1h30m`, `10s`).
+pub fn parse_since(s: &str, now: i64) -> anyhow::Result<String> {
+    let bad = || {
+        anyhow::anyhow!(
+            "invalid time {s:?}: use a unix time, 2013-01-02T13:23:37Z, or a duration such as 42m"
+        )
+    };
+    if s.chars().all(|c| c.is_ascii_digit() || c == '.') && !s.is_empty() {
+        return Ok(s.to_string());
+    }
+    if s.ends_with(|c: char| c.is_ascii_alphabetic())
+        && s.starts_with(|c: char| c.is_ascii_digit())
+        && !s.contains('-')
+    {
+        let mut total = 0f64;
+        let mut num = String::new();
+        let mut chars = s.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c.is_ascii_digit() || c == '.' {
+                num.push(c);
+                continue;
+            }
+            let mut unit = c.to_string();
+            if c == 'm' && chars.peek() == Some(&'s') {
+                unit.push(chars.next().expect("peeked"));
+            }
+            let n: f64 = num.parse().map_err(|_| bad())?;
+            num.clear();
+            total += n * match unit.as_str() {
+                "h" => 3600.0,
+                "m" => 60.0,
+                "s" => 1.0,
+                "ms" => 0.001,
+                _ => return Err(bad()),
+            };
+        }
+        if !num.is_empty() {
+            return Err(bad());
+        }
+        return Ok((now - total as i64).to_string());
+    }
+    // RFC 3339 (UTC `Z` or ±hh:mm), or a bare date.
+    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00Z"));
+    let dp: Vec<&str> = date.split('-').collect();
+    let [y, mo, d] = dp[..] else {
+        return Err(bad());
+    };
+    let (y, mo, d): (i64, u32, u32) = (
+        y.parse().map_err(|_| bad())?,
+        mo.parse().map_err(|_| bad())?,
+        d.parse().map_err(|_| bad())?,
+    );
+    let (clock, offset) = if let Some(c) = time.strip_suffix('Z') {
+        (c, 0)
+    } else if let Some(i) = time.rfind(['+', '-']) {
+        let (c, off) = time.split_at(i);
+        let sign = if off.starts_with('-') { -1 } else { 1 };
+        let (oh, om) = off[1..].split_once(':').ok_or_else(bad)?;
+        (
+            c,
+            sign * (oh.parse::<i64>().map_err(|_| bad())? * 3600
+                + om.parse::<i64>().map_err(|_| bad())? * 60),
+        )
+    } else {
+        (time, 0)
+    };
+    let cp: Vec<&str> = clock.split(':').collect();
+    let [h, mi, sec] = cp[..] else {
+        return Err(bad());
+    };
+    let sec: f64 = sec.parse().map_err(|_| bad())?;
+    let (h, mi): (i64, i64) = (
+        h.parse().map_err(|_| bad())?,
+        mi.parse().map_err(|_| bad())?,
+    );
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 {
+        return Err(bad());
+    }
+    Ok((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec as i64 - offset).to_string())
+}
+
+/// Creates the container; prints docker's "Unable to find image" on a missing image.
+fn create_container(c: &Client, opts: &ContainerOpts, detach: bool) -> anyhow::Result<String> {
+    let cwd = std::env::current_dir().context("cannot find the current directory")?;
+    let console = if opts.tty {
+        stream::terminal_size()
+    } else {
+        None
+    };
+    let body = opts.to_create_body(detach, &|k| std::env::var(k).ok(), &cwd, console)?;
+    let path = match &opts.name {
+        Some(n) => format!("/containers/create?name={}", enc(n)),
+        None => "/containers/create".to_string(),
+    };
+    let created = match c.post_json(&path, Some(body)) {
+        Ok(v) => v,
+        Err(HttpError::Api {
+            status: 404,
+            message,
+        }) if message.contains("No such image") => {
+            let image = opts.image();
+            let shown = if crate::images::split_reference(image).1.is_some() {
+                image.to_string()
+            } else {
+                format!("{image}:latest")
+            };
+            eprintln!("Unable to find image '{shown}' locally");
+            bail!("Error response from daemon: {message} (berth does not pull here: `berth load` or `berth import` the image first)");
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for w in created["Warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        eprintln!("WARNING: {w}");
+    }
+    created["Id"]
+        .as_str()
+        .map(str::to_string)
+        .context("the daemon's create answer has no Id")
+}
+
+pub fn create(c: &Client, a: CreateArgs) -> anyhow::Result<ExitCode> {
+    let id = create_container(c, &a.opts, false)?;
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run(c: &Client, a: RunArgs) -> anyhow::Result<ExitCode> {
+    match run_container(c, &a) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            eprintln!("See 'berth run --help'.");
+            Ok(ExitCode::from(DAEMON_ERROR))
+        }
+    }
+}
+
+fn run_container(c: &Client, a: &RunArgs) -> anyhow::Result<ExitCode> {
+    let o = &a.opts;
+    if o.tty && o.interactive && !io::stdin().is_terminal() {
+        bail!("the input device is not a TTY");
+    }
+    let id = create_container(c, o, a.detach)?;
+    if a.detach {
+        c.call("POST", &format!("/containers/{id}/start"), Body::Empty)?;
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (stdin, stdout, stderr) = o.attach_streams(false)?;
+    let session = Session::open(c, &id, o.tty, stdin, stdout, stderr, o.rm)?;
+    c.call("POST", &format!("/containers/{id}/start"), Body::Empty)?;
+    session.finish(c, &id)
+}
+
+pub fn start(c: &Client, a: StartArgs) -> anyhow::Result<ExitCode> {
+    if a.attach || a.interactive {
+        if a.containers.len() > 1 {
+            bail!("you cannot start and attach multiple containers at once");
+        }
+        let ct = c.get_json(&format!("/containers/{}/json", enc(&a.containers[0])))?;
+        let id = ct["Id"]
+            .as_str()
+            .context("inspect answer has no Id")?
+            .to_string();
+        let tty = ct["Config"]["Tty"].as_bool().unwrap_or(false);
+        let stdin = a.interactive && ct["Config"]["OpenStdin"].as_bool().unwrap_or(false);
+        let auto_remove = ct["HostConfig"]["AutoRemove"].as_bool().unwrap_or(false);
+        let session = Session::open(c, &id, tty, stdin, true, true, auto_remove)?;
+        c.call("POST", &format!("/containers/{id}/start"), Body::Empty)?;
+        return session.finish(c, &id);
+    }
+    for_each(&a.containers, |n| {
+        c.call(
+            "POST",
+            &format!("/containers/{}/start", enc(n)),
+            Body::Empty,
+        )?;
+        Ok(())
+    })
+}
+
+pub fn attach(c: &Client, a: AttachArgs) -> anyhow::Result<ExitCode> {
+    let ct = c.get_json(&format!("/containers/{}/json", enc(&a.container)))?;
+    if !ct["State"]["Running"].as_bool().unwrap_or(false) {
+        bail!("You cannot attach to a stopped container, start it first");
+    }
+    let id = ct["Id"]
+        .as_str()
+        .context("inspect answer has no Id")?
+        .to_string();
+    let tty = ct["Config"]["Tty"].as_bool().unwrap_or(false);
+    let stdin = !a.no_stdin && ct["Config"]["OpenStdin"].as_bool().unwrap_or(false);
+    let auto_remove = ct["HostConfig"]["AutoRemove"].as_bool().unwrap_or(false);
+    let session = Session::open_with(c, &id, tty, stdin, true, true, auto_remove, a.sig_proxy)?;
+    if tty {
+        resize(c, &id);
+    }
+    session.finish(c, &id)
+}
+
+/// An attached container: the hijacked stream, the pending wait, raw mode and signals.
+struct Session {
+    conn: crate::http::Conn,
+    early: Vec<u8>,
+    wait: Response,
+    tty: bool,
+    stdin: bool,
+    _raw: Option<RawTerminal>,
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    fn open(
+        c: &Client,
+        id: &str,
+        tty: bool,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        auto_remove: bool,
+    ) -> anyhow::Result<Session> {
+        Session::open_with(c, id, tty, stdin, stdout, stderr, auto_remove, true)
+    }
+
+    /// Attaches, then asks for the exit status (docker's order: the wait is registered
+    /// before start so a quick exit is not missed), then sets up the terminal and signals.
+    #[allow(clippy::too_many_arguments)]
+    fn open_with(
+        c: &Client,
+        id: &str,
+        tty: bool,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        auto_remove: bool,
+        sig_proxy: bool,
+    ) -> anyhow::Result<Session> {
+        let (conn, early) = c.hijack(&format!(
+            "/containers/{id}/attach?stream=1&stdin={}&stdout={}&stderr={}",
+            stdin as u8, stdout as u8, stderr as u8
+        ))?;
+        let condition = if auto_remove { "removed" } else { "next-exit" };
+        let wait = check(c.send(
+            "POST",
+            &format!("/containers/{id}/wait?condition={condition}"),
+            Body::Empty,
+            &[],
+        )?)?;
+        let raw = if tty && stdin && io::stdin().is_terminal() {
+            Some(RawTerminal::enable().context("cannot put the terminal in raw mode")?)
+        } else {
+            None
+        };
+        let (client, cid) = (c.clone(), id.to_string());
+        stream::watch_signals(sig_proxy && !tty, move |sig| {
+            if sig == nix::sys::signal::Signal::SIGWINCH {
+                if tty {
+                    resize(&client, &cid);
+                }
+            } else {
+                let _ = client.call(
+                    "POST",
+                    &format!("/containers/{cid}/kill?signal={}", sig.as_str()),
+                    Body::Empty,
+                );
+            }
+        })?;
+        Ok(Session {
+            conn,
+            early,
+            wait,
+            tty,
+            stdin,
+            _raw: raw,
+        })
+    }
+
+    /// Pumps the streams until the container's output ends, then returns its exit status.
+    fn finish(self, c: &Client, id: &str) -> anyhow::Result<ExitCode> {
+        if self.tty {
+            resize(c, id);
+        }
+        let outcome = stream::pump(self.conn, self.early, self.stdin, self.tty)
+            .context("attached stream failed")?;
+        drop(self._raw);
+        if outcome == Outcome::Detached {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let status = self
+            .wait
+            .json()
+            .context("waiting for the container to exit")?;
+        if let Some(msg) = status["Error"]["Message"]
+            .as_str()
+            .filter(|m| !m.is_empty())
+        {
+            bail!("{msg}");
+        }
+        let code = status["StatusCode"].as_i64().unwrap_or(DAEMON_ERROR as i64);
+        Ok(ExitCode::from((code & 0xff) as u8))
+    }
+}
+
+/// Sends the terminal's size to the container's tty (errors ignored: it may have exited).
+fn resize(c: &Client, id: &str) {
+    if let Some((rows, cols)) = stream::terminal_size() {
+        let _ = c.call(
+            "POST",
+            &format!("/containers/{id}/resize?h={rows}&w={cols}"),
+            Body::Empty,
+        );
+    }
+}
+
+pub fn logs(c: &Client, a: LogsArgs) -> anyhow::Result<ExitCode> {
+    let ct = c.get_json(&format!("/containers/{}/json", enc(&a.container)))?;
+    let tty = ct["Config"]["Tty"].as_bool().unwrap_or(false);
+    let now = now_unix();
+    let mut q = format!(
+        "/containers/{}/logs?stdout=1&stderr=1&follow={}&timestamps={}&tail={}",
+        enc(&a.container),
+        a.follow as u8,
+        a.timestamps as u8,
+        enc(&a.tail)
+    );
+    if let Some(s) = &a.since {
+        q.push_str(&format!("&since={}", parse_since(s, now)?));
+    }
+    if let Some(u) = &a.until {
+        q.push_str(&format!("&until={}", parse_since(u, now)?));
+    }
+    let mut resp = c.call("GET", &q, Body::Empty)?;
+    if tty {
+        stream::copy_raw(&mut resp, &mut io::stdout().lock())?;
+    } else {
+        stream::demux(
+            &mut resp,
+            &mut io::stdout().lock(),
+            &mut io::stderr().lock(),
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `f` on each name, printing the name on success and the error otherwise (docker's
+/// way for stop, kill, rm, ...); fails if any failed.
+fn for_each(
+    names: &[String],
+    mut f: impl FnMut(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    for n in names {
+        match f(n) {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                eprintln!("{e:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn wait(c: &Client, a: NamesArgs) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    for n in &a.containers {
+        match c.post_json(&format!("/containers/{}/wait", enc(n)), None) {
+            Ok(v) => println!("{}", v["StatusCode"].as_i64().unwrap_or(-1)),
+            Err(e) => {
+                eprintln!("{e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn stop_query(time: Option<i64>, signal: &Option<String>) -> String {
+    let mut q = Vec::new();
+    if let Some(t) = time {
+        q.push(format!("t={t}"));
+    }
+    if let Some(s) = signal {
+        q.push(format!("signal={}", enc(s)));
+    }
+    if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
+    }
+}
+
+pub fn stop(c: &Client, a: StopArgs) -> anyhow::Result<ExitCode> {
+    let q = stop_query(a.time, &a.signal);
+    for_each(&a.containers, |n| {
+        c.call(
+            "POST",
+            &format!("/containers/{}/stop{q}", enc(n)),
+            Body::Empty,
+        )?;
+        Ok(())
+    })
+}
+
+pub fn restart(c: &Client, a: StopArgs) -> anyhow::Result<ExitCode> {
+    let q = stop_query(a.time, &a.signal);
+    for_each(&a.containers, |n| {
+        c.call(
+            "POST",
+            &format!("/containers/{}/restart{q}", enc(n)),
+            Body::Empty,
+        )?;
+        Ok(())
+    })
+}
+
+pub fn kill(c: &Client, a: KillArgs) -> anyhow::Result<ExitCode> {
+    for_each(&a.containers, |n| {
+        c.call(
+            "POST",
+            &format!("/containers/{}/kill?signal={}", enc(n), enc(&a.signal)),
+            Body::Empty,
+        )?;
+        Ok(())
+    })
+}
+
+pub fn rm(c: &Client, a: RmArgs) -> anyhow::Result<ExitCode> {
+    for_each(&a.containers, |n| {
+        c.call(
+            "DELETE",
+            &format!(
+                "/containers/{}?force={}&v={}",
+                enc(n),
+                a.force as u8,
+                a.volumes as u8
+            ),
+            Body::Empty,
+        )?;
+        Ok(())
+    })
+}
+
+pub fn inspect(c: &Client, a: InspectArgs) -> anyhow::Result<ExitCode> {
+    let mut found = Vec::new();
+    let mut failed = false;
+    for n in &a.names {
+        let mut paths = Vec::new();
+        if a.kind.as_deref() != Some("image") {
+            paths.push(format!("/containers/{}/json", enc(n)));
+        }
+        if a.kind.as_deref() != Some("container") {
+            paths.push(format!("/images/{}/json", enc(n)));
+        }
+        let mut got = None;
+        for p in paths {
+            match c.get_json(&p) {
+                Ok(v) => {
+                    got = Some(v);
+                    break;
+                }
+                Err(HttpError::Api { status: 404, .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match got {
+            Some(v) => found.push(v),
+            None => {
+                eprintln!("Error: No such object: {n}");
+                failed = true;
+            }
+        }
+    }
+    let mut out = io::stdout().lock();
+    match &a.format {
+        Some(f) => {
+            let t = Template::parse(f)?;
+            for v in &found {
+                out.write_all(t.render_value(v).as_bytes())?;
+                out.write_all(b"\n")?;
+            }
+        }
+        None => {
+            let mut buf = Vec::new();
+            let mut ser = serde_json::Serializer::with_formatter(
+                &mut buf,
+                serde_json::ser::PrettyFormatter::with_indent(b"    "),
+            );
+            serde::Serialize::serialize(&Value::Array(found), &mut ser)?;
+            out.write_all(&buf)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00 +0000 UTC");
+        assert_eq!(format_time(1_795_881_904), "2026-11-28 16:05:04 +0000 UTC");
+        assert_eq!(
+            parse_since("2026-11-28T16:05:04Z", 0).unwrap(),
+            "1795881904"
+        );
+        assert_eq!(
+            parse_since("2026-11-28T17:05:04+01:00", 0).unwrap(),
+            "1795881904"
+        );
+        assert_eq!(parse_since("1970-01-02", 0).unwrap(), "86400");
+        assert_eq!(parse_since("1795881904", 0).unwrap(), "1795881904");
+        assert_eq!(parse_since("10m", 1000).unwrap(), "400");
+        assert_eq!(parse_since("1h30s", 4000).unwrap(), "370");
+        assert!(parse_since("yesterday", 0).is_err());
+        assert!(parse_since("10x", 0).is_err());
+    }
+
+    #[test]
+    fn ps_rows_match_docker() {
+        let ct = json!({
+            "Id": "0123456789abcdef0123", "Names": ["/demo"], "Image": "busybox",
+            "Command": "sh -c 'exit 3' with a long tail", "Created": 100, "State": "exited",
+            "Status": "Exited (3) 2 seconds ago", "Labels": {"a": "1"}, "Mounts": [],
+            "NetworkSettings": {"Networks": {"none": {}}}
+        });
+        let r = ps_row(&ct, true, 160);
+        assert_eq!(r["ID"], "0123456789ab");
+        assert_eq!(r["Command"], "\"sh -c 'exit 3' with…\"");
+        assert_eq!(r["RunningFor"], "About a minute ago");
+        assert_eq!(r["Names"], "demo");
+        assert_eq!(r["Labels"], "a=1");
+        assert_eq!(r["Networks"], "none");
+        let r = ps_row(&ct, false, 160);
+        assert_eq!(r["ID"], "0123456789abcdef0123");
+        assert_eq!(r["Command"], "\"sh -c 'exit 3' with a long tail\"");
+    }
+}

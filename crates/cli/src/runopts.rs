@@ -1,0 +1,699 @@
+//! The flags of `berth create` and `berth run`, and their translation into the JSON body of
+//! `POST /containers/create` (Docker's `Config` with `HostConfig` inside).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde_json::{json, Map, Value};
+
+/// Flags shared by `create` and `run` (docker's names; `-h` is `--hostname`, as in docker).
+#[derive(Args, Debug, Default, Clone)]
+pub struct ContainerOpts {
+    /// Keep STDIN open even if not attached
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Automatically remove the container when it exits
+    #[arg(long)]
+    pub rm: bool,
+    /// Assign a name to the container
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Bind mount a volume (SRC:DST[:OPTS] or DST)
+    #[arg(short = 'v', long = "volume")]
+    pub volumes: Vec<String>,
+    /// Attach a filesystem mount (type=bind|volume|tmpfs,source=...,target=...[,readonly])
+    #[arg(long = "mount")]
+    pub mounts: Vec<String>,
+    /// Set environment variables (KEY=VALUE, or KEY to copy it from here)
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Read in a file of environment variables
+    #[arg(long = "env-file")]
+    pub env_files: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Overwrite the default ENTRYPOINT of the image
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// User namespace to use (host: no remapping for this container)
+    #[arg(long)]
+    pub userns: Option<String>,
+    /// Give extended privileges to this container
+    #[arg(long)]
+    pub privileged: bool,
+    /// Connect a container to a network (none, host, default)
+    #[arg(long = "network", visible_alias = "net")]
+    pub network: Option<String>,
+    /// Container host name
+    #[arg(short = 'h', long)]
+    pub hostname: Option<String>,
+    /// Add Linux capabilities
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// Security Options
+    #[arg(long = "security-opt")]
+    pub security_opt: Vec<String>,
+    /// Mount the container's root filesystem as read only
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Memory limit (e.g. 512m, 1g)
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// Tune container pids limit (-1 for unlimited)
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Number of CPUs
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Ulimit options (NAME=SOFT[:HARD])
+    #[arg(long = "ulimit")]
+    pub ulimits: Vec<String>,
+    /// Run an init inside the container that forwards signals and reaps processes
+    #[arg(long)]
+    pub init: bool,
+    /// Set meta data on a container (KEY=VALUE)
+    #[arg(short = 'l', long = "label")]
+    pub labels: Vec<String>,
+    /// Signal to stop the container
+    #[arg(long = "stop-signal")]
+    pub stop_signal: Option<String>,
+    /// Attach to STDIN, STDOUT or STDERR
+    #[arg(short = 'a', long = "attach")]
+    pub attach: Vec<String>,
+    /// Print help
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    /// The image, then the command and its arguments
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "IMAGE [COMMAND] [ARG...]"
+    )]
+    pub image_and_args: Vec<String>,
+}
+
+impl ContainerOpts {
+    pub fn image(&self) -> &str {
+        &self.image_and_args[0]
+    }
+
+    /// Which streams to attach: `-a` if given, else stdout and stderr (and stdin with -i),
+    /// none when detached.
+    pub fn attach_streams(&self, detach: bool) -> anyhow::Result<(bool, bool, bool)> {
+        if detach {
+            if !self.attach.is_empty() {
+                bail!("conflicting options: cannot specify both --attach and --detach");
+            }
+            return Ok((false, false, false));
+        }
+        if self.attach.is_empty() {
+            return Ok((self.interactive, true, true));
+        }
+        let mut s = (false, false, false);
+        for a in &self.attach {
+            match a.to_ascii_lowercase().as_str() {
+                "stdin" => s.0 = true,
+                "stdout" => s.1 = true,
+                "stderr" => s.2 = true,
+                _ => bail!("invalid argument {a:?} for \"-a, --attach\": valid streams are STDIN, STDOUT and STDERR"),
+            }
+        }
+        Ok(s)
+    }
+
+    /// The body of `POST /containers/create`. `lookup_env` resolves `-e KEY` without a value;
+    /// `cwd` makes relative bind sources absolute. `console` is the terminal size (rows,
+    /// columns) when `-t` on a terminal.
+    pub fn to_create_body(
+        &self,
+        detach: bool,
+        lookup_env: &dyn Fn(&str) -> Option<String>,
+        cwd: &Path,
+        console: Option<(u16, u16)>,
+    ) -> anyhow::Result<Value> {
+        let (attach_in, attach_out, attach_err) = self.attach_streams(detach)?;
+        let mut env = Vec::new();
+        for file in &self.env_files {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read env file {file}"))?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim_start();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                env.extend(
+                    env_entry(line, lookup_env)
+                        .with_context(|| format!("{file} line {}", n + 1))?,
+                );
+            }
+        }
+        for e in &self.env {
+            env.extend(env_entry(e, lookup_env)?);
+        }
+        let mut binds = Vec::new();
+        let mut volumes = Map::new();
+        for v in &self.volumes {
+            match parse_volume(v, cwd)? {
+                Volume::Bind(b) => binds.push(Value::String(b)),
+                Volume::Anonymous(dst) => {
+                    volumes.insert(dst, json!({}));
+                }
+            }
+        }
+        let mounts = self
+            .mounts
+            .iter()
+            .map(|m| parse_mount(m, cwd))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut labels = BTreeMap::new();
+        for l in &self.labels {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            if k.is_empty() {
+                bail!("invalid label {l:?}: expected KEY=VALUE");
+            }
+            labels.insert(k.to_string(), v.to_string());
+        }
+        let ulimits = self
+            .ulimits
+            .iter()
+            .map(|u| parse_ulimit(u))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let cmd: Vec<&String> = self.image_and_args[1..].iter().collect();
+        let entrypoint = self.entrypoint.as_ref().map(|e| {
+            if e.is_empty() {
+                json!([""])
+            } else {
+                json!([e])
+            }
+        });
+
+        let mut host = json!({
+            "Binds": binds,
+            "Mounts": mounts,
+            "AutoRemove": self.rm,
+            "Privileged": self.privileged,
+            "NetworkMode": self.network.as_deref().unwrap_or("default"),
+            "CapAdd": self.cap_add,
+            "CapDrop": self.cap_drop,
+            "SecurityOpt": self.security_opt,
+            "ReadonlyRootfs": self.read_only,
+            "Ulimits": ulimits,
+        });
+        let h = host.as_object_mut().expect("object");
+        if let Some(u) = &self.userns {
+            h.insert("UsernsMode".into(), json!(u));
+        }
+        if let Some(m) = &self.memory {
+            h.insert("Memory".into(), json!(parse_bytes(m)?));
+        }
+        if let Some(p) = self.pids_limit {
+            h.insert("PidsLimit".into(), json!(p));
+        }
+        if let Some(c) = self.cpus {
+            if !(c > 0.0 && c.is_finite()) {
+                bail!("invalid --cpus {c}: must be a positive number");
+            }
+            h.insert("NanoCpus".into(), json!((c * 1e9).round() as i64));
+        }
+        if self.init {
+            h.insert("Init".into(), json!(true));
+        }
+        if let Some((rows, cols)) = console.filter(|_| self.tty) {
+            h.insert("ConsoleSize".into(), json!([rows, cols]));
+        }
+
+        let mut body = json!({
+            "Image": self.image(),
+            "Tty": self.tty,
+            "OpenStdin": self.interactive,
+            "StdinOnce": self.interactive && attach_in,
+            "AttachStdin": attach_in,
+            "AttachStdout": attach_out,
+            "AttachStderr": attach_err,
+            "Env": env,
+            "Labels": labels,
+            "Volumes": volumes,
+            "HostConfig": host,
+        });
+        let b = body.as_object_mut().expect("object");
+        if !cmd.is_empty() {
+            b.insert("Cmd".into(), json!(cmd));
+        }
+        if let Some(e) = entrypoint {
+            b.insert("Entrypoint".into(), e);
+        }
+        for (key, val) in [
+            ("WorkingDir", &self.workdir),
+            ("User", &self.user),
+            ("Hostname", &self.hostname),
+            ("StopSignal", &self.stop_signal),
+        ] {
+            if let Some(v) = val {
+                b.insert(key.into(), json!(v));
+            }
+        }
+        Ok(body)
+    }
+}
+
+/// `KEY=VALUE` as is; `KEY` alone takes the value from here, or is left out when unset.
+fn env_entry(e: &str, lookup: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Option<String>> {
+    let key = e.split('=').next().unwrap_or("");
+    if key.is_empty() || key.contains(char::is_whitespace) {
+        bail!("invalid environment variable {e:?}: expected KEY=VALUE");
+    }
+    if e.contains('=') {
+        return Ok(Some(e.to_string()));
+    }
+    Ok(lookup(e).map(|v| format!("{e}={v}")))
+}
+
+enum Volume {
+    /// A `Binds` entry: `SRC:DST[:OPTS]` with SRC a host path or volume name.
+    Bind(String),
+    /// `-v /dst`: an anonymous volume, listed in `Config.Volumes`.
+    Anonymous(String),
+}
+
+const VOLUME_OPTS: &[&str] = &[
+    "ro",
+    "rw",
+    "z",
+    "Z",
+    "nocopy",
+    "shared",
+    "rshared",
+    "slave",
+    "rslave",
+    "private",
+    "rprivate",
+    "consistent",
+    "cached",
+    "delegated",
+];
+
+fn parse_volume(v: &str, cwd: &Path) -> anyhow::Result<Volume> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let bad = |why: &str| anyhow::anyhow!("invalid volume specification {v:?}: {why}");
+    let check_dst = |dst: &str| {
+        if dst.starts_with('/') {
+            Ok(())
+        } else {
+            Err(bad("the container path must be absolute"))
+        }
+    };
+    match parts[..] {
+        [dst] => {
+            check_dst(dst)?;
+            Ok(Volume::Anonymous(dst.to_string()))
+        }
+        [src, dst] | [src, dst, _] => {
+            check_dst(dst)?;
+            if src.is_empty() {
+                return Err(bad("empty source"));
+            }
+            if let [_, _, opts] = parts[..] {
+                for o in opts.split(',') {
+                    if !VOLUME_OPTS.contains(&o) {
+                        return Err(bad(&format!("unknown option {o:?}")));
+                    }
+                }
+            }
+            // Docker 23+ takes `./dir` and `../dir` as host paths relative to here.
+            let src = if src.starts_with('.') {
+                absolute(cwd, src)
+            } else if !src.starts_with('/')
+                && !src
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            {
+                return Err(bad(&format!(
+                    "{src:?} includes invalid characters for a local volume name"
+                )));
+            } else {
+                src.to_string()
+            };
+            let rest = parts[1..].join(":");
+            Ok(Volume::Bind(format!("{src}:{rest}")))
+        }
+        _ => Err(bad("too many colons")),
+    }
+}
+
+/// `rel` made absolute against `cwd`, with `.` and `..` resolved as text (as Go's
+/// `filepath.Abs`; symlinks are left to the daemon).
+fn absolute(cwd: &Path, rel: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in cwd.join(rel).components() {
+        match c {
+            std::path::Component::Normal(n) => parts.push(n.to_string_lossy().into_owned()),
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// `--mount type=bind,source=/a,target=/b,readonly` → a `HostConfig.Mounts` entry.
+fn parse_mount(m: &str, cwd: &Path) -> anyhow::Result<Value> {
+    let bad = |why: String| anyhow::anyhow!("invalid argument {m:?} for \"--mount\" flag: {why}");
+    let mut out = Map::new();
+    let (mut kind, mut source, mut target) = ("volume".to_string(), None, None);
+    let mut readonly = false;
+    let mut bind = Map::new();
+    let mut vol = Map::new();
+    let mut tmpfs = Map::new();
+    for field in m.split(',') {
+        let (k, v) = match field.split_once('=') {
+            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim())),
+            None => (field.trim().to_ascii_lowercase(), None),
+        };
+        let val =
+            || v.ok_or_else(|| bad(format!("invalid field '{field}' must be a key=value pair")));
+        let flag = || match v {
+            None | Some("1") | Some("true") => Ok(true),
+            Some("0") | Some("false") => Ok(false),
+            Some(o) => Err(bad(format!("invalid value for {k}: {o}"))),
+        };
+        match k.as_str() {
+            "type" => kind = val()?.to_string(),
+            "source" | "src" => source = Some(val()?.to_string()),
+            "target" | "destination" | "dst" => target = Some(val()?.to_string()),
+            "readonly" | "ro" => readonly = flag()?,
+            "consistency" => {}
+            "bind-propagation" => {
+                bind.insert("Propagation".into(), json!(val()?));
+            }
+            "volume-nocopy" => {
+                vol.insert("NoCopy".into(), json!(flag()?));
+            }
+            "tmpfs-size" => {
+                tmpfs.insert("SizeBytes".into(), json!(parse_bytes(val()?)?));
+            }
+            "tmpfs-mode" => {
+                let mode = u32::from_str_radix(val()?, 8)
+                    .map_err(|_| bad("tmpfs-mode must be octal".into()))?;
+                tmpfs.insert("Mode".into(), json!(mode));
+            }
+            _ => return Err(bad(format!("unexpected key '{k}' in '{field}'"))),
+        }
+    }
+    let target = target.ok_or_else(|| bad("target is required".into()))?;
+    match kind.as_str() {
+        "bind" => {
+            let src = source
+                .ok_or_else(|| bad("source is required when specifying bind mount".into()))?;
+            let src = if src.starts_with('/') {
+                src
+            } else {
+                absolute(cwd, &src)
+            };
+            out.insert("Source".into(), json!(src));
+            if !bind.is_empty() {
+                out.insert("BindOptions".into(), Value::Object(bind));
+            }
+        }
+        "volume" => {
+            if let Some(s) = source {
+                out.insert("Source".into(), json!(s));
+            }
+            if !vol.is_empty() {
+                out.insert("VolumeOptions".into(), Value::Object(vol));
+            }
+        }
+        "tmpfs" => {
+            if source.is_some() {
+                return Err(bad("source must not be specified for tmpfs mounts".into()));
+            }
+            if !tmpfs.is_empty() {
+                out.insert("TmpfsOptions".into(), Value::Object(tmpfs));
+            }
+        }
+        other => {
+            return Err(bad(format!(
+                "unsupported mount type {other:?} (bind, volume or tmpfs)"
+            )))
+        }
+    }
+    out.insert("Type".into(), json!(kind));
+    out.insert("Target".into(), json!(target));
+    if readonly {
+        out.insert("ReadOnly".into(), json!(true));
+    }
+    Ok(Value::Object(out))
+}
+
+/// `nofile=1024:2048` or `nofile=1024` → `{"Name","Soft","Hard"}`.
+fn parse_ulimit(u: &str) -> anyhow::Result<Value> {
+    let bad = || anyhow::anyhow!("invalid ulimit {u:?}: expected NAME=SOFT[:HARD]");
+    let (name, vals) = u.split_once('=').ok_or_else(bad)?;
+    let (soft, hard) = vals.split_once(':').unwrap_or((vals, vals));
+    let soft: i64 = soft.parse().map_err(|_| bad())?;
+    let hard: i64 = hard.parse().map_err(|_| bad())?;
+    if name.is_empty() || soft > hard && hard != -1 {
+        return Err(bad());
+    }
+    Ok(json!({"Name": name, "Soft": soft, "Hard": hard}))
+}
+
+/// `512m`, `1g`, `1024k`, `100` (bytes): binary units, as docker's RAMInBytes.
+pub fn parse_bytes(s: &str) -> anyhow::Result<i64> {
+    let lower = s.trim().to_ascii_lowercase();
+    let lower = lower
+        .strip_suffix('b')
+        .filter(|r| r.ends_with(|c: char| "kmgt".contains(c)))
+        .unwrap_or(&lower);
+    let (num, mult) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 1i64 << 10),
+        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
+        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
+        Some('t') => (&lower[..lower.len() - 1], 1 << 40),
+        Some('b') => (&lower[..lower.len() - 1], 1),
+        _ => (lower, 1),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| {
+        anyhow::anyhow!(
+            "invalid size {s:?}: expected a number with an optional unit b, k, m, g or t"
+        )
+    })?;
+    if n.is_nan() || n < 0.0 {
+        bail!("invalid size {s:?}: must not be negative");
+    }
+    Ok((n * mult as f64) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    #[command(disable_help_flag = true)]
+    struct T {
+        #[command(flatten)]
+        o: ContainerOpts,
+        #[arg(short = 'd', long)]
+        detach: bool,
+    }
+
+    fn body(args: &[&str]) -> anyhow::Result<Value> {
+        let t = T::try_parse_from([&["run"], args].concat())?;
+        let env = |k: &str| (k == "HOME").then(|| "/root".to_string());
+        t.o.to_create_body(t.detach, &env, Path::new("/here"), Some((24, 80)))
+    }
+
+    #[test]
+    fn run_flags_become_docker_json() {
+        let b = body(&[
+            "-it",
+            "--rm",
+            "--name",
+            "demo",
+            "-v",
+            "/var/log:/var/log:ro",
+            "-v",
+            "./data:/data",
+            "-v",
+            "/anon",
+            "-e",
+            "A=1",
+            "-e",
+            "HOME",
+            "-e",
+            "UNSET",
+            "-w",
+            "/tmp",
+            "-u",
+            "1000:1000",
+            "--userns",
+            "host",
+            "--privileged",
+            "--net",
+            "none",
+            "-h",
+            "box",
+            "--cap-add",
+            "NET_ADMIN",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--read-only",
+            "-m",
+            "512m",
+            "--pids-limit",
+            "-1",
+            "--cpus",
+            "1.5",
+            "--ulimit",
+            "nofile=1024:2048",
+            "--init",
+            "--label",
+            "a=b",
+            "-l",
+            "flag",
+            "alpine",
+            "ls",
+            "-latr",
+            "/var/log/",
+        ])
+        .unwrap();
+        assert_eq!(b["Image"], "alpine");
+        assert_eq!(b["Cmd"], json!(["ls", "-latr", "/var/log/"]));
+        assert_eq!(
+            (
+                b["Tty"].clone(),
+                b["OpenStdin"].clone(),
+                b["StdinOnce"].clone()
+            ),
+            (json!(true), json!(true), json!(true))
+        );
+        assert_eq!(b["AttachStdin"], true);
+        assert_eq!(b["Env"], json!(["A=1", "HOME=/root"]));
+        assert_eq!(b["WorkingDir"], "/tmp");
+        assert_eq!(b["User"], "1000:1000");
+        assert_eq!(b["Hostname"], "box");
+        assert_eq!(b["Labels"], json!({"a": "b", "flag": ""}));
+        assert_eq!(b["Volumes"], json!({"/anon": {}}));
+        let h = &b["HostConfig"];
+        assert_eq!(
+            h["Binds"],
+            json!(["/var/log:/var/log:ro", "/here/data:/data"])
+        );
+        assert_eq!(h["AutoRemove"], true);
+        assert_eq!(h["UsernsMode"], "host");
+        assert_eq!(h["NetworkMode"], "none");
+        assert_eq!(h["Privileged"], true);
+        assert_eq!(h["CapAdd"], json!(["NET_ADMIN"]));
+        assert_eq!(h["CapDrop"], json!(["ALL"]));
+        assert_eq!(h["SecurityOpt"], json!(["no-new-privileges"]));
+        assert_eq!(h["ReadonlyRootfs"], true);
+        assert_eq!(h["Memory"], 512 << 20);
+        assert_eq!(h["PidsLimit"], -1);
+        assert_eq!(h["NanoCpus"], 1_500_000_000i64);
+        assert_eq!(
+            h["Ulimits"],
+            json!([{"Name": "nofile", "Soft": 1024, "Hard": 2048}])
+        );
+        assert_eq!(h["Init"], true);
+        assert_eq!(h["ConsoleSize"], json!([24, 80]));
+    }
+
+    #[test]
+    fn defaults_and_detach() {
+        let b = body(&["-d", "busybox"]).unwrap();
+        assert_eq!(b.get("Cmd"), None);
+        assert_eq!(b["AttachStdout"], false);
+        assert_eq!(b["HostConfig"]["NetworkMode"], "default");
+        assert_eq!(b["HostConfig"].get("ConsoleSize"), None);
+        let b = body(&["--entrypoint", "", "busybox"]).unwrap();
+        assert_eq!(b["Entrypoint"], json!([""]));
+        assert_eq!(b["AttachStdout"], true);
+        assert_eq!(b["AttachStdin"], false);
+        assert!(body(&["-d", "-a", "stdout", "busybox"]).is_err());
+    }
+
+    #[test]
+    fn bad_flags_are_clear_errors() {
+        for (args, msg) in [
+            (&["-v", "rel:/x:bogus", "b"][..], "unknown option \"bogus\""),
+            (
+                &["-v", "/a:rel", "b"][..],
+                "container path must be absolute",
+            ),
+            (&["-v", "a b:/x", "b"][..], "invalid characters"),
+            (&["--ulimit", "nofile", "b"][..], "invalid ulimit"),
+            (&["-m", "lots", "b"][..], "invalid size"),
+            (&["-e", "=x", "b"][..], "invalid environment variable"),
+            (
+                &["--mount", "type=bind,target=/x", "b"][..],
+                "source is required",
+            ),
+            (
+                &["--mount", "type=nfs,target=/x", "b"][..],
+                "unsupported mount type",
+            ),
+        ] {
+            let e = body(args).unwrap_err().to_string();
+            assert!(e.contains(msg), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn mounts() {
+        let m = parse_mount(
+            "type=bind,src=/a,dst=/b,readonly,bind-propagation=rslave",
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(
+            m,
+            json!({"Type": "bind", "Source": "/a", "Target": "/b", "ReadOnly": true, "BindOptions": {"Propagation": "rslave"}})
+        );
+        let m = parse_mount(
+            "type=tmpfs,target=/t,tmpfs-size=64m,tmpfs-mode=1777",
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(
+            m,
+            json!({"Type": "tmpfs", "Target": "/t", "TmpfsOptions": {"SizeBytes": 64 << 20, "Mode": 0o1777}})
+        );
+        let m = parse_mount("source=vol,target=/v,ro=false", Path::new("/")).unwrap();
+        assert_eq!(
+            m,
+            json!({"Type": "volume", "Source": "vol", "Target": "/v"})
+        );
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("100").unwrap(), 100);
+        assert_eq!(parse_bytes("1k").unwrap(), 1024);
+        assert_eq!(parse_bytes("1.5g").unwrap(), 3 << 29);
+        assert_eq!(parse_bytes("2MB").unwrap(), 2 << 20);
+        assert!(parse_bytes("-1").is_err());
+    }
+
+    #[test]
+    fn flags_after_the_image_belong_to_the_command() {
+        let t = T::try_parse_from(["run", "-d", "busybox", "sh", "-c", "exit 3", "-d"]).unwrap();
+        assert!(t.detach);
+        assert_eq!(t.o.image_and_args, ["busybox", "sh", "-c", "exit 3", "-d"]);
+    }
+}
