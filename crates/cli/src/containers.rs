@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use crate::format::{ellipsis, human_duration, now_unix, short_id, Row, Template};
-use crate::http::{check, enc, Body, Client, HttpError, Response};
+use crate::http::{check, enc, enc_path, Body, Client, HttpError, Response};
 use crate::runopts::ContainerOpts;
 use crate::stream::{self, Outcome, RawTerminal};
 
@@ -499,7 +499,7 @@ pub fn start(c: &Client, a: StartArgs) -> anyhow::Result<ExitCode> {
         if a.containers.len() > 1 {
             bail!("you cannot start and attach multiple containers at once");
         }
-        let ct = c.get_json(&format!("/containers/{}/json", enc(&a.containers[0])))?;
+        let ct = c.get_json(&format!("/containers/{}/json", enc_path(&a.containers[0])))?;
         let id = ct["Id"]
             .as_str()
             .context("inspect answer has no Id")?
@@ -514,7 +514,7 @@ pub fn start(c: &Client, a: StartArgs) -> anyhow::Result<ExitCode> {
     for_each(&a.containers, |n| {
         c.call(
             "POST",
-            &format!("/containers/{}/start", enc(n)),
+            &format!("/containers/{}/start", enc_path(n)),
             Body::Empty,
         )?;
         Ok(())
@@ -522,7 +522,7 @@ pub fn start(c: &Client, a: StartArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn attach(c: &Client, a: AttachArgs) -> anyhow::Result<ExitCode> {
-    let ct = c.get_json(&format!("/containers/{}/json", enc(&a.container)))?;
+    let ct = c.get_json(&format!("/containers/{}/json", enc_path(&a.container)))?;
     if !ct["State"]["Running"].as_bool().unwrap_or(false) {
         bail!("You cannot attach to a stopped container, start it first");
     }
@@ -655,12 +655,12 @@ fn resize(c: &Client, id: &str) {
 }
 
 pub fn logs(c: &Client, a: LogsArgs) -> anyhow::Result<ExitCode> {
-    let ct = c.get_json(&format!("/containers/{}/json", enc(&a.container)))?;
+    let ct = c.get_json(&format!("/containers/{}/json", enc_path(&a.container)))?;
     let tty = ct["Config"]["Tty"].as_bool().unwrap_or(false);
     let now = now_unix();
     let mut q = format!(
         "/containers/{}/logs?stdout=1&stderr=1&follow={}&timestamps={}&tail={}",
-        enc(&a.container),
+        enc_path(&a.container),
         a.follow as u8,
         a.timestamps as u8,
         enc(&a.tail)
@@ -710,7 +710,7 @@ fn for_each(
 pub fn wait(c: &Client, a: NamesArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for n in &a.containers {
-        match c.post_json(&format!("/containers/{}/wait", enc(n)), None) {
+        match c.post_json(&format!("/containers/{}/wait", enc_path(n)), None) {
             Ok(v) => println!("{}", v["StatusCode"].as_i64().unwrap_or(-1)),
             Err(e) => {
                 eprintln!("{e}");
@@ -745,7 +745,7 @@ pub fn stop(c: &Client, a: StopArgs) -> anyhow::Result<ExitCode> {
     for_each(&a.containers, |n| {
         c.call(
             "POST",
-            &format!("/containers/{}/stop{q}", enc(n)),
+            &format!("/containers/{}/stop{q}", enc_path(n)),
             Body::Empty,
         )?;
         Ok(())
@@ -757,7 +757,7 @@ pub fn restart(c: &Client, a: StopArgs) -> anyhow::Result<ExitCode> {
     for_each(&a.containers, |n| {
         c.call(
             "POST",
-            &format!("/containers/{}/restart{q}", enc(n)),
+            &format!("/containers/{}/restart{q}", enc_path(n)),
             Body::Empty,
         )?;
         Ok(())
@@ -768,7 +768,7 @@ pub fn kill(c: &Client, a: KillArgs) -> anyhow::Result<ExitCode> {
     for_each(&a.containers, |n| {
         c.call(
             "POST",
-            &format!("/containers/{}/kill?signal={}", enc(n), enc(&a.signal)),
+            &format!("/containers/{}/kill?signal={}", enc_path(n), enc(&a.signal)),
             Body::Empty,
         )?;
         Ok(())
@@ -781,7 +781,7 @@ pub fn rm(c: &Client, a: RmArgs) -> anyhow::Result<ExitCode> {
             "DELETE",
             &format!(
                 "/containers/{}?force={}&v={}",
-                enc(n),
+                enc_path(n),
                 a.force as u8,
                 a.volumes as u8
             ),
@@ -797,10 +797,10 @@ pub fn inspect(c: &Client, a: InspectArgs) -> anyhow::Result<ExitCode> {
     for n in &a.names {
         let mut paths = Vec::new();
         if a.kind.as_deref() != Some("image") {
-            paths.push(format!("/containers/{}/json", enc(n)));
+            paths.push(format!("/containers/{}/json", enc_path(n)));
         }
         if a.kind.as_deref() != Some("container") {
-            paths.push(format!("/images/{}/json", enc(n)));
+            paths.push(format!("/images/{}/json", enc_path(n)));
         }
         let mut got = None;
         for p in paths {

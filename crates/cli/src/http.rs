@@ -402,9 +402,19 @@ pub fn check(resp: Response) -> Result<Response, HttpError> {
 
 /// Percent-encodes a query value.
 pub fn enc(s: &str) -> String {
+    escape(s, b"-_.~")
+}
+
+/// Percent-encodes a path part (an image or container name) as Go's URL paths do for the
+/// docker CLI: `:`, `/` and `@` stay as they are (`localhost:5000/x:v1`).
+pub fn enc_path(s: &str) -> String {
+    escape(s, b"-_.~:/@")
+}
+
+fn escape(s: &str, keep: &[u8]) -> String {
     let mut out = String::new();
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+        if b.is_ascii_alphanumeric() || keep.contains(&b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -430,6 +440,10 @@ mod tests {
         );
         assert!(Host::parse("ssh://x").is_err());
         assert_eq!(enc("a b/c:d"), "a%20b%2Fc%3Ad");
+        assert_eq!(
+            enc_path("localhost:5000/x:v1 ?"),
+            "localhost:5000/x:v1%20%3F"
+        );
     }
 
     /// A one-shot server that answers `reply` and hands back what it received.

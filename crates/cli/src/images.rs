@@ -10,7 +10,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use crate::format::{human_duration, human_size, now_unix, short_id, Row, Template};
-use crate::http::{enc, Body, Client};
+use crate::http::{enc, enc_path, Body, Client};
 
 #[derive(Args, Debug)]
 pub struct ImagesArgs {
@@ -329,7 +329,7 @@ pub fn tag(c: &Client, a: TagArgs) -> anyhow::Result<ExitCode> {
         "POST",
         &format!(
             "/images/{}/tag?repo={}&tag={}",
-            enc(&a.source),
+            enc_path(&a.source),
             enc(repo),
             enc(tag.unwrap_or("latest"))
         ),
@@ -343,7 +343,7 @@ pub fn rmi(c: &Client, a: RmiArgs) -> anyhow::Result<ExitCode> {
     for img in &a.images {
         let path = format!(
             "/images/{}?force={}&noprune={}",
-            enc(img),
+            enc_path(img),
             a.force as u8,
             a.no_prune as u8
         );

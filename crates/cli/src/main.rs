@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod containers;
+mod daemon;
 mod format;
 mod http;
 mod images;
@@ -46,6 +47,13 @@ enum Command {
     #[command(subcommand)]
     Userns(userns::Command),
 
+    /// Run the berth daemon: the Docker Engine API over the engine
+    Daemon(daemon::DaemonArgs),
+
+    /// One container's monitor, exec'd by the daemon (internal)
+    #[command(hide = true)]
+    Monitor(daemon::MonitorArgs),
+
     /// The client commands (run, ps, images, ...), flattened to the top level as in docker.
     #[command(flatten)]
     Client(Box<commands::ClientCommand>),
@@ -58,6 +66,8 @@ fn main() -> ExitCode {
             init_logging("warn");
             userns::run(cmd)
         }
+        Command::Daemon(args) => daemon::run(args),
+        Command::Monitor(args) => return daemon::monitor(args),
         Command::Client(cmd) => {
             init_logging("warn");
             commands::run(&cli.host, *cmd)
