@@ -1,0 +1,276 @@
+//! The child side: what the container's init (and an exec'd process) does between the fork
+//! and the exec of the container's program. Runs in the new process only; it reports
+//! failure to the runtime over the handshake channel and exits, never returning.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use oci_spec::runtime::{Process, Spec};
+
+use crate::channel::{Channel, Tag};
+use crate::error::{Error, Result};
+use crate::hooks;
+use crate::mounts;
+use crate::process::{self, Confinement};
+use crate::seccomp::Filter;
+use crate::state::{State, Status, OCI_VERSION};
+use crate::terminal;
+
+/// What the init needs, prepared by the runtime before the fork.
+pub struct InitArgs<'a> {
+    pub id: &'a str,
+    pub spec: &'a Spec,
+    pub bundle: &'a Path,
+    pub chan: &'a Channel,
+    /// The exec fifo, opened read-write: the init blocks reading it until `start` writes.
+    pub fifo: BorrowedFd<'a>,
+    pub console_sock: Option<RawFd>,
+    pub stdio: Option<[RawFd; 3]>,
+    pub no_pivot: bool,
+    pub preserve_fds: u32,
+    pub mounts: mounts::Context<'a>,
+    pub idmapped: HashMap<usize, OwnedFd>,
+    pub seccomp: Option<&'a Filter>,
+    /// Whether the runtime has prestart or createRuntime hooks to run once the namespaces
+    /// exist.
+    pub runtime_hooks: bool,
+    /// A new user namespace whose maps the runtime writes: become its root after them.
+    pub new_userns: bool,
+    /// Create the ipc namespace after becoming root of the user namespace, so that its
+    /// mqueue belongs to container root rather than to an unmapped host root.
+    pub unshare_ipc: bool,
+}
+
+/// Reports `r`'s error (if any) to the runtime and exits: the child never returns into the
+/// caller's code.
+fn finish(chan: &Channel, r: std::thread::Result<Result<Infallible>>) -> ! {
+    let msg = match r {
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "the runtime's child panicked".to_string(),
+        Ok(Ok(never)) => match never {},
+    };
+    if chan.send(Tag::Failed, &msg, None).is_err() {
+        // Nobody listens any more (the failure came after `create` returned): say it on
+        // the container's stderr.
+        eprintln!("berth-runtime: {msg}");
+    }
+    // SAFETY: _exit ends the process without running the caller's atexit handlers or
+    // destructors, which belong to the parent's copy of this memory.
+    unsafe { libc::_exit(127) }
+}
+
+pub fn run(a: InitArgs) -> ! {
+    let chan = a.chan;
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| init(a)));
+    finish(chan, r)
+}
+
+fn set_stdio(stdio: Option<[RawFd; 3]>) -> Result<()> {
+    let Some(fds) = stdio else { return Ok(()) };
+    // Move them out of the way first: one of them may already sit on 0, 1 or 2.
+    let mut tmp = [-1; 3];
+    for (i, fd) in fds.iter().enumerate() {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor the caller keeps open.
+        tmp[i] = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if tmp[i] < 0 {
+            return Err(Error::sys("dup stdio", nix::errno::Errno::last()));
+        }
+    }
+    for (i, fd) in tmp.iter().enumerate() {
+        // SAFETY: dup2 between descriptors we hold; the copies are closed right after.
+        if unsafe { libc::dup2(*fd, i as RawFd) } < 0 {
+            return Err(Error::sys("dup stdio", nix::errno::Errno::last()));
+        }
+        // SAFETY: closing our own temporary copy.
+        unsafe { libc::close(*fd) };
+    }
+    Ok(())
+}
+
+fn non_dumpable() {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+}
+
+fn hook_state(a: &InitArgs, pid: i32, status: Status) -> State {
+    State {
+        oci_version: OCI_VERSION.into(),
+        id: a.id.into(),
+        status,
+        pid,
+        bundle: a.bundle.into(),
+        annotations: a.spec.annotations().clone().unwrap_or_default(),
+    }
+}
+
+fn init(mut a: InitArgs) -> Result<Infallible> {
+    non_dumpable();
+    set_stdio(a.stdio)?;
+    let go = a.chan.expect(Tag::Go).map_err(init_err)?;
+    let host_pid: i32 = go.text.parse().unwrap_or(0);
+    if a.runtime_hooks {
+        a.chan
+            .send(Tag::NeedHooks, "", None)
+            .map_err(|e| Error::sys("handshake", e))?;
+        a.chan.expect(Tag::HooksDone).map_err(init_err)?;
+    }
+    let process = a
+        .spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::InvalidConfig("`process` is missing".into()))?;
+    // rlimits while still privileged in the host's view (raising hard limits needs it).
+    process::set_rlimits(process)?;
+    let idmapped = std::mem::take(&mut a.idmapped);
+    let mut prepared = mounts::prepare(&a.mounts, idmapped)?;
+    if a.new_userns {
+        // From here on we are root of the container's user namespace (the maps are written).
+        let root_gid = nix::unistd::Gid::from_raw(0);
+        let root_uid = nix::unistd::Uid::from_raw(0);
+        nix::unistd::setresgid(root_gid, root_gid, root_gid)
+            .map_err(|e| Error::sys("become root of the user namespace (setresgid 0)", e))?;
+        nix::unistd::setresuid(root_uid, root_uid, root_uid)
+            .map_err(|e| Error::sys("become root of the user namespace (setresuid 0)", e))?;
+    }
+    if a.unshare_ipc {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWIPC)
+            .map_err(|e| Error::sys("unshare the ipc namespace", e))?;
+    }
+    mounts::mount_all(&a.mounts, &mut prepared)?;
+    if let Some(h) = a
+        .spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.create_container().clone())
+    {
+        hooks::run(
+            "createContainer",
+            &h,
+            &hook_state(&a, host_pid, Status::Creating),
+        )?;
+    }
+    mounts::enter_root(&prepared, a.no_pivot)?;
+    drop(prepared);
+    let mut console = None;
+    if process.terminal().unwrap_or(false) {
+        let pty = terminal::open(process)?;
+        terminal::bind_console(&pty)?;
+        terminal::make_controlling(pty.slave.as_raw_fd())?;
+        match a.console_sock {
+            Some(sock) => terminal::send_to_socket(sock, pty.master.as_raw_fd())?,
+            None => console = Some(pty.master),
+        }
+    }
+    mounts::finish(a.spec)?;
+    if let Some(h) = a.spec.hostname() {
+        nix::unistd::sethostname(h).map_err(|e| Error::sys(format!("set hostname {h}"), e))?;
+    }
+    if let Some(d) = a.spec.domainname() {
+        // SAFETY: the pointer and length describe d's bytes, which live across the call.
+        if unsafe { libc::setdomainname(d.as_ptr() as *const libc::c_char, d.len()) } != 0 {
+            return Err(Error::sys(
+                format!("set domainname {d}"),
+                nix::errno::Errno::last(),
+            ));
+        }
+    }
+    let prep = process::prepare(process)?;
+    a.chan
+        .send(Tag::Ready, "", console.as_ref().map(|c| c.as_raw_fd()))
+        .map_err(|e| Error::sys("handshake", e))?;
+    drop(console);
+    // Wait for `start`.
+    let mut b = [0u8; 1];
+    loop {
+        match nix::unistd::read(a.fifo, &mut b) {
+            Ok(1) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {
+                return Err(Error::Init {
+                    id: a.id.into(),
+                    message: "exec fifo closed before start".into(),
+                })
+            }
+            Err(e) => return Err(Error::sys("read exec fifo", e)),
+        }
+    }
+    if let Some(h) = a
+        .spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.start_container().clone())
+    {
+        hooks::run(
+            "startContainer",
+            &h,
+            &hook_state(&a, host_pid, Status::Created),
+        )?;
+    }
+    process::exec(
+        process,
+        &prep,
+        &Confinement {
+            seccomp: a.seccomp,
+            preserve_fds: a.preserve_fds,
+        },
+    )
+}
+
+fn init_err(msg: String) -> Error {
+    Error::Init {
+        id: String::new(),
+        message: msg,
+    }
+}
+
+/// What an exec'd process needs.
+pub struct ExecArgs<'a> {
+    pub process: &'a Process,
+    pub chan: &'a Channel,
+    /// `/proc/<init>/root`, opened before joining: the container's root even when it was
+    /// made with chroot (--no-pivot).
+    pub root: BorrowedFd<'a>,
+    pub console_sock: Option<RawFd>,
+    pub stdio: Option<[RawFd; 3]>,
+    pub preserve_fds: u32,
+    pub seccomp: Option<&'a Filter>,
+}
+
+pub fn run_exec(a: ExecArgs) -> ! {
+    let chan = a.chan;
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| exec_child(a)));
+    finish(chan, r)
+}
+
+fn exec_child(a: ExecArgs) -> Result<Infallible> {
+    non_dumpable();
+    set_stdio(a.stdio)?;
+    a.chan.expect(Tag::Go).map_err(init_err)?;
+    nix::unistd::fchdir(a.root).map_err(|e| Error::sys("chdir to the container's root", e))?;
+    nix::unistd::chroot(".").map_err(|e| Error::sys("chroot to the container's root", e))?;
+    process::set_rlimits(a.process)?;
+    let mut console = None;
+    if a.process.terminal().unwrap_or(false) {
+        let pty = terminal::open(a.process)?;
+        terminal::make_controlling(pty.slave.as_raw_fd())?;
+        match a.console_sock {
+            Some(sock) => terminal::send_to_socket(sock, pty.master.as_raw_fd())?,
+            None => console = Some(pty.master),
+        }
+    }
+    let prep = process::prepare(a.process)?;
+    a.chan
+        .send(Tag::Ready, "", console.as_ref().map(|c| c.as_raw_fd()))
+        .map_err(|e| Error::sys("handshake", e))?;
+    drop(console);
+    process::exec(
+        a.process,
+        &prep,
+        &Confinement {
+            seccomp: a.seccomp,
+            preserve_fds: a.preserve_fds,
+        },
+    )
+}

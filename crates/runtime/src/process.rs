@@ -1,0 +1,320 @@
+//! The last steps before the container's program runs, shared by the init and by exec'd
+//! processes: rlimits, umask, user and groups, capabilities, no_new_privs, seccomp, closing
+//! every descriptor the runtime holds, and execve.
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use caps::{CapSet, CapsHashSet};
+use nix::unistd::{Gid, Uid};
+use oci_spec::runtime::{Capabilities, PosixRlimitType, Process};
+
+use crate::error::{Error, Result};
+use crate::seccomp::Filter;
+use crate::syscall;
+
+/// Everything needed for the final execve, computed before the process waits for `start`
+/// so that a missing executable is reported by `create`, not lost after `start`.
+pub struct Prepared {
+    pub path: CString,
+    pub args: Vec<CString>,
+    pub env: Vec<CString>,
+}
+
+fn cstr(s: &str, what: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::InvalidConfig(format!("{what} `{s}` contains a NUL byte")))
+}
+
+/// Resolves the executable (through the process's PATH, inside the container's root) and
+/// converts args and env.
+pub fn prepare(p: &Process) -> Result<Prepared> {
+    let args = p.args().clone().unwrap_or_default();
+    let Some(arg0) = args.first() else {
+        return Err(Error::InvalidConfig(
+            "process.args is empty: nothing to run".into(),
+        ));
+    };
+    let env = p.env().clone().unwrap_or_default();
+    let path_var = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let exe = find_executable(arg0, path_var, p.cwd()).ok_or_else(|| {
+        Error::InvalidConfig(format!(
+            "executable `{arg0}` not found in the container (PATH={path_var}); check process.args[0] and the image"
+        ))
+    })?;
+    Ok(Prepared {
+        path: CString::new(exe.as_os_str().as_bytes())
+            .map_err(|_| Error::InvalidConfig("NUL in path".into()))?,
+        args: args
+            .iter()
+            .map(|a| cstr(a, "process.args entry"))
+            .collect::<Result<_>>()?,
+        env: env
+            .iter()
+            .map(|e| cstr(e, "process.env entry"))
+            .collect::<Result<_>>()?,
+    })
+}
+
+fn is_executable(p: &Path) -> bool {
+    nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok() && p.is_file()
+}
+
+fn find_executable(arg0: &str, path_var: &str, cwd: &Path) -> Option<PathBuf> {
+    if arg0.contains('/') {
+        let p = if arg0.starts_with('/') {
+            PathBuf::from(arg0)
+        } else {
+            cwd.join(arg0)
+        };
+        return is_executable(&p).then_some(p);
+    }
+    path_var
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(arg0))
+        .find(|p| is_executable(p))
+}
+
+fn rlimit_resource(t: PosixRlimitType) -> nix::sys::resource::Resource {
+    use nix::sys::resource::Resource as R;
+    match t {
+        PosixRlimitType::RlimitCpu => R::RLIMIT_CPU,
+        PosixRlimitType::RlimitFsize => R::RLIMIT_FSIZE,
+        PosixRlimitType::RlimitData => R::RLIMIT_DATA,
+        PosixRlimitType::RlimitStack => R::RLIMIT_STACK,
+        PosixRlimitType::RlimitCore => R::RLIMIT_CORE,
+        PosixRlimitType::RlimitRss => R::RLIMIT_RSS,
+        PosixRlimitType::RlimitNproc => R::RLIMIT_NPROC,
+        PosixRlimitType::RlimitNofile => R::RLIMIT_NOFILE,
+        PosixRlimitType::RlimitMemlock => R::RLIMIT_MEMLOCK,
+        PosixRlimitType::RlimitAs => R::RLIMIT_AS,
+        PosixRlimitType::RlimitLocks => R::RLIMIT_LOCKS,
+        PosixRlimitType::RlimitSigpending => R::RLIMIT_SIGPENDING,
+        PosixRlimitType::RlimitMsgqueue => R::RLIMIT_MSGQUEUE,
+        PosixRlimitType::RlimitNice => R::RLIMIT_NICE,
+        PosixRlimitType::RlimitRtprio => R::RLIMIT_RTPRIO,
+        PosixRlimitType::RlimitRttime => R::RLIMIT_RTTIME,
+    }
+}
+
+/// Sets the process's rlimits (while still privileged: raising a hard limit needs it).
+pub fn set_rlimits(p: &Process) -> Result<()> {
+    for r in p.rlimits().iter().flatten() {
+        nix::sys::resource::setrlimit(rlimit_resource(r.typ()), r.soft(), r.hard()).map_err(
+            |e| {
+                Error::sys(
+                    format!("setrlimit {:?} {}/{}", r.typ(), r.soft(), r.hard()),
+                    e,
+                )
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// OCI capability names to the caps crate's.
+pub fn to_caps(set: Option<&Capabilities>) -> Result<CapsHashSet> {
+    let mut out = CapsHashSet::new();
+    for c in set.into_iter().flatten() {
+        let name = format!("CAP_{c}");
+        let cap = caps::Capability::from_str(&name)
+            .map_err(|_| Error::InvalidConfig(format!("unknown capability {name}")))?;
+        out.insert(cap);
+    }
+    Ok(out)
+}
+
+/// How the seccomp filter is to be installed.
+pub struct Confinement<'a> {
+    pub seccomp: Option<&'a Filter>,
+    /// Descriptors 3..3+preserve_fds stay open across exec.
+    pub preserve_fds: u32,
+}
+
+fn setgroups_allowed() -> bool {
+    std::fs::read_to_string("/proc/self/setgroups").map_or(true, |s| s.trim() != "deny")
+}
+
+/// Drops to the configured user, capabilities and seccomp filter and execs. Returns only
+/// on error.
+pub fn exec(p: &Process, prep: &Prepared, conf: &Confinement) -> Result<Infallible> {
+    let caps_cfg = p.capabilities().clone().unwrap_or_else(|| {
+        oci_spec::runtime::LinuxCapabilitiesBuilder::default()
+            .bounding(Capabilities::new())
+            .effective(Capabilities::new())
+            .inheritable(Capabilities::new())
+            .permitted(Capabilities::new())
+            .ambient(Capabilities::new())
+            .build()
+            .expect("all sets given")
+    });
+    let bounding = to_caps(caps_cfg.bounding().as_ref())?;
+    let effective = to_caps(caps_cfg.effective().as_ref())?;
+    let inheritable = to_caps(caps_cfg.inheritable().as_ref())?;
+    let permitted = to_caps(caps_cfg.permitted().as_ref())?;
+    let ambient = to_caps(caps_cfg.ambient().as_ref())?;
+    if !effective.is_subset(&permitted) {
+        return Err(Error::InvalidConfig(
+            "process.capabilities.effective has capabilities not in permitted".into(),
+        ));
+    }
+    let nnp = p.no_new_privileges().unwrap_or(false);
+    let user = p.user();
+
+    if let Some(mask) = user.umask() {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
+    // Without no_new_privs only a holder of CAP_SYS_ADMIN may install a filter: do it now,
+    // while root, at the cost of running the rest of this function under it.
+    if !nnp {
+        if let Some(f) = conf.seccomp {
+            f.install()?;
+        }
+    }
+    // The bounding set can only be reduced while we still hold CAP_SETPCAP.
+    for c in caps::all() {
+        if !bounding.contains(&c) {
+            caps::drop(None, CapSet::Bounding, c).map_err(|e| Error::Init {
+                id: String::new(),
+                message: format!("drop {c} from the bounding set: {e}"),
+            })?;
+        }
+    }
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
+        return Err(Error::sys(
+            "prctl(PR_SET_KEEPCAPS)",
+            nix::errno::Errno::last(),
+        ));
+    }
+    let gids: Vec<Gid> = user
+        .additional_gids()
+        .iter()
+        .flatten()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    if setgroups_allowed() {
+        nix::unistd::setgroups(&gids).map_err(|e| Error::sys(format!("setgroups {gids:?}"), e))?;
+    } else if !gids.is_empty() {
+        return Err(Error::InvalidConfig(
+            "process.user.additionalGids needs setgroups, which this user namespace denies".into(),
+        ));
+    }
+    let gid = Gid::from_raw(user.gid());
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| Error::sys(format!("setresgid {gid}"), e))?;
+    let uid = Uid::from_raw(user.uid());
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| Error::sys(format!("setresuid {uid}"), e))?;
+    let cap_err = |what: &str, e: caps::errors::CapsError| Error::Init {
+        id: String::new(),
+        message: format!("set {what} capabilities: {e}"),
+    };
+    // A change of uid away from 0 cleared the effective set: take back what is permitted so
+    // that the inheritable set can be written, then narrow everything to the config.
+    let now_permitted = caps::read(None, CapSet::Permitted).map_err(|e| cap_err("read", e))?;
+    caps::set(None, CapSet::Effective, &now_permitted).map_err(|e| cap_err("effective", e))?;
+    caps::set(None, CapSet::Inheritable, &inheritable).map_err(|e| cap_err("inheritable", e))?;
+    caps::set(None, CapSet::Effective, &effective).map_err(|e| cap_err("effective", e))?;
+    caps::set(None, CapSet::Permitted, &permitted).map_err(|e| cap_err("permitted", e))?;
+    caps::clear(None, CapSet::Ambient).map_err(|e| cap_err("ambient", e))?;
+    for c in &ambient {
+        caps::raise(None, CapSet::Ambient, *c).map_err(|e| cap_err("ambient", e))?;
+    }
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
+    if nnp {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(Error::sys(
+                "prctl(PR_SET_NO_NEW_PRIVS)",
+                nix::errno::Errno::last(),
+            ));
+        }
+        if let Some(f) = conf.seccomp {
+            f.install()?;
+        }
+    }
+    let cwd = p.cwd();
+    if !cwd.is_absolute() {
+        return Err(Error::InvalidConfig(format!(
+            "process.cwd `{}` is not absolute",
+            cwd.display()
+        )));
+    }
+    nix::unistd::chdir(cwd)
+        .map_err(|e| Error::sys(format!("chdir to process.cwd {}", cwd.display()), e))?;
+    // Nothing of the runtime's survives exec (CVE-2024-21626 class): every descriptor past
+    // stdio and the preserved ones is close-on-exec from here.
+    syscall::cloexec_from(3 + conf.preserve_fds).map_err(|e| Error::sys("close_range", e))?;
+    for fd in 3..3 + conf.preserve_fds as i32 {
+        // SAFETY: fcntl on a plain integer descriptor; failure (not open) is harmless.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    }
+    reset_signals();
+    let e = nix::unistd::execve(&prep.path, &prep.args, &prep.env).unwrap_err();
+    Err(Error::sys(
+        format!("exec {}", prep.path.to_string_lossy()),
+        e,
+    ))
+}
+
+/// The caller's signal mask and ignored signals survive fork and exec: give the container a
+/// clean slate (Rust ignores SIGPIPE; `run` blocks the signals it forwards).
+fn reset_signals() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for s in Signal::iterator() {
+        if s != Signal::SIGKILL && s != Signal::SIGSTOP {
+            // SAFETY: installing SIG_DFL runs no handler code of ours.
+            let _ = unsafe { sigaction(s, &dfl) };
+        }
+    }
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::empty()),
+        None,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::Capability;
+
+    #[test]
+    fn capability_names_convert() {
+        let set: Capabilities = [
+            Capability::Chown,
+            Capability::NetBindService,
+            Capability::SysAdmin,
+        ]
+        .into_iter()
+        .collect();
+        let c = to_caps(Some(&set)).unwrap();
+        assert!(c.contains(&caps::Capability::CAP_CHOWN));
+        assert!(c.contains(&caps::Capability::CAP_NET_BIND_SERVICE));
+        assert!(c.contains(&caps::Capability::CAP_SYS_ADMIN));
+        assert_eq!(c.len(), 3);
+    }
+
+    #[test]
+    fn executable_lookup() {
+        assert_eq!(
+            find_executable("sh", "/nonexistent:/bin", Path::new("/")),
+            Some(PathBuf::from("/bin/sh"))
+        );
+        assert_eq!(
+            find_executable("no-such-program-here", "/bin", Path::new("/")),
+            None
+        );
+        assert_eq!(
+            find_executable("/bin/sh", "", Path::new("/")),
+            Some(PathBuf::from("/bin/sh"))
+        );
+    }
+}
