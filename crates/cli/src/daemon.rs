@@ -73,12 +73,26 @@ struct Settings {
     default_ulimits: Vec<Ulimit>,
 }
 
-const FILE_KEYS: &[&str] = &["hosts", "userns-remap", "data-root", "exec-root", "pidfile", "log-level", "debug", "default-ulimits"];
+const FILE_KEYS: &[&str] = &[
+    "hosts",
+    "userns-remap",
+    "data-root",
+    "exec-root",
+    "pidfile",
+    "log-level",
+    "debug",
+    "default-ulimits",
+];
 
 fn parse_ulimit(s: &str) -> anyhow::Result<Ulimit> {
-    let (name, vals) = s.split_once('=').with_context(|| format!("invalid ulimit {s:?}: expected NAME=SOFT[:HARD]"))?;
+    let (name, vals) = s
+        .split_once('=')
+        .with_context(|| format!("invalid ulimit {s:?}: expected NAME=SOFT[:HARD]"))?;
     let (soft, hard) = vals.split_once(':').unwrap_or((vals, vals));
-    let num = |v: &str| v.parse::<i64>().with_context(|| format!("invalid ulimit {s:?}: {v:?} is not a number"));
+    let num = |v: &str| {
+        v.parse::<i64>()
+            .with_context(|| format!("invalid ulimit {s:?}: {v:?} is not a number"))
+    };
     Ok(Ulimit {
         name: name.to_string(),
         soft: num(soft)?,
@@ -88,13 +102,26 @@ fn parse_ulimit(s: &str) -> anyhow::Result<Ulimit> {
 
 /// Merges flags with the config file; a setting in both is an error, as with dockerd.
 fn settings(args: &DaemonArgs) -> anyhow::Result<Settings> {
-    let path = args.config_file.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let path = args
+        .config_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     let file: BTreeMap<String, serde_json::Value> = match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("{} is not a valid JSON object", path.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && args.config_file.is_none() => BTreeMap::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read the config file {}", path.display())),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a valid JSON object", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && args.config_file.is_none() => {
+            BTreeMap::new()
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot read the config file {}", path.display()))
+        }
     };
-    let unknown: Vec<&str> = file.keys().map(String::as_str).filter(|k| !FILE_KEYS.contains(k)).collect();
+    let unknown: Vec<&str> = file
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !FILE_KEYS.contains(k))
+        .collect();
     if !unknown.is_empty() {
         bail!(
             "the following directives don't match any configuration option: {} (in {}; berth knows {})",
@@ -113,7 +140,11 @@ fn settings(args: &DaemonArgs) -> anyhow::Result<Settings> {
         ("debug", args.debug),
         ("default-ulimits", !args.default_ulimits.is_empty()),
     ];
-    let both: Vec<&str> = flag_set.iter().filter(|(k, set)| *set && file.contains_key(*k)).map(|(k, _)| *k).collect();
+    let both: Vec<&str> = flag_set
+        .iter()
+        .filter(|(k, set)| *set && file.contains_key(*k))
+        .map(|(k, _)| *k)
+        .collect();
     if !both.is_empty() {
         bail!(
             "the following directives are specified both as a flag and in the configuration file: {} (in {}): remove one of them",
@@ -129,32 +160,52 @@ fn settings(args: &DaemonArgs) -> anyhow::Result<Settings> {
         }
     };
     let hosts = match file.get("hosts") {
-        Some(v) => serde_json::from_value::<Vec<String>>(v.clone()).with_context(|| format!("{}: hosts must be a list of strings", path.display()))?,
+        Some(v) => serde_json::from_value::<Vec<String>>(v.clone())
+            .with_context(|| format!("{}: hosts must be a list of strings", path.display()))?,
         None => args.hosts.clone(),
     };
     let debug = match file.get("debug") {
-        Some(v) => v.as_bool().with_context(|| format!("{}: debug must be true or false", path.display()))?,
+        Some(v) => v
+            .as_bool()
+            .with_context(|| format!("{}: debug must be true or false", path.display()))?,
         None => args.debug,
     };
     let mut default_ulimits = Vec::new();
     if let Some(v) = file.get("default-ulimits") {
-        let m: BTreeMap<String, Ulimit> = serde_json::from_value(v.clone())
-            .with_context(|| format!("{}: default-ulimits must map names to {{\"Name\", \"Soft\", \"Hard\"}}", path.display()))?;
+        let m: BTreeMap<String, Ulimit> = serde_json::from_value(v.clone()).with_context(|| {
+            format!(
+                "{}: default-ulimits must map names to {{\"Name\", \"Soft\", \"Hard\"}}",
+                path.display()
+            )
+        })?;
         default_ulimits.extend(m.into_values());
     }
     for u in &args.default_ulimits {
         default_ulimits.push(parse_ulimit(u)?);
     }
-    let log_level = match (s("log-level")?, &args.log_level) {
-        (Some(l), _) | (None, Some(l)) => l.clone(),
-        (None, None) => "info".into(),
-    };
+    let log_level = s("log-level")?
+        .or_else(|| args.log_level.clone())
+        .unwrap_or_else(|| "info".into());
     Ok(Settings {
-        hosts: if hosts.is_empty() { vec!["unix:///run/berth.sock".into()] } else { hosts },
-        userns_remap: s("userns-remap")?.or_else(|| args.userns_remap.clone()).filter(|v| !v.is_empty()),
-        data_root: s("data-root")?.map(PathBuf::from).or_else(|| args.data_root.clone()).unwrap_or_else(|| "/var/lib/berth".into()),
-        exec_root: s("exec-root")?.map(PathBuf::from).or_else(|| args.exec_root.clone()).unwrap_or_else(|| "/run/berth".into()),
-        pidfile: s("pidfile")?.map(PathBuf::from).or_else(|| args.pidfile.clone()),
+        hosts: if hosts.is_empty() {
+            vec!["unix:///run/berth.sock".into()]
+        } else {
+            hosts
+        },
+        userns_remap: s("userns-remap")?
+            .or_else(|| args.userns_remap.clone())
+            .filter(|v| !v.is_empty()),
+        data_root: s("data-root")?
+            .map(PathBuf::from)
+            .or_else(|| args.data_root.clone())
+            .unwrap_or_else(|| "/var/lib/berth".into()),
+        exec_root: s("exec-root")?
+            .map(PathBuf::from)
+            .or_else(|| args.exec_root.clone())
+            .unwrap_or_else(|| "/run/berth".into()),
+        pidfile: s("pidfile")?
+            .map(PathBuf::from)
+            .or_else(|| args.pidfile.clone()),
         log_level,
         debug,
         default_ulimits,
@@ -198,7 +249,8 @@ fn write_pidfile(path: &Path) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).ok();
     }
-    std::fs::write(path, format!("{}\n", std::process::id())).with_context(|| format!("cannot write the pid file {}", path.display()))
+    std::fs::write(path, format!("{}\n", std::process::id()))
+        .with_context(|| format!("cannot write the pid file {}", path.display()))
 }
 
 pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
@@ -219,9 +271,13 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         userns: remap.as_ref().map(|r| r.maps.clone()),
         remap_name: remap.as_ref().map(|r| r.remapped_root()),
         default_ulimits: settings.default_ulimits.clone(),
-        monitor_exe: std::env::current_exe().context("cannot find the berth executable (for container monitors)")?,
+        monitor_exe: std::env::current_exe()
+            .context("cannot find the berth executable (for container monitors)")?,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     rt.block_on(serve(settings, cfg))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -303,18 +359,35 @@ mod tests {
         assert_eq!(s.data_root, PathBuf::from("/srv/berth"));
         assert_eq!(s.hosts, ["unix:///tmp/b.sock"]);
         assert_eq!(s.default_ulimits[0].hard, 2048);
-        let err = settings(&args(&["--config-file", c, "--userns-remap", "default"])).unwrap_err().to_string();
-        assert!(err.contains("both as a flag and in the configuration file: userns-remap"), "{err}");
+        let err = settings(&args(&["--config-file", c, "--userns-remap", "default"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("both as a flag and in the configuration file: userns-remap"),
+            "{err}"
+        );
         std::fs::write(&cfg, r#"{"bogus": 1}"#).unwrap();
-        let err = settings(&args(&["--config-file", c])).unwrap_err().to_string();
-        assert!(err.contains("don't match any configuration option: bogus"), "{err}");
+        let err = settings(&args(&["--config-file", c]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("don't match any configuration option: bogus"),
+            "{err}"
+        );
         let missing = dir.path().join("nope.json");
         assert!(settings(&args(&["--config-file", missing.to_str().unwrap()])).is_err());
     }
 
     #[test]
     fn ulimits_and_levels() {
-        assert_eq!(parse_ulimit("nofile=10:20").unwrap(), Ulimit { name: "nofile".into(), soft: 10, hard: 20 });
+        assert_eq!(
+            parse_ulimit("nofile=10:20").unwrap(),
+            Ulimit {
+                name: "nofile".into(),
+                soft: 10,
+                hard: 20
+            }
+        );
         assert_eq!(parse_ulimit("nproc=5").unwrap().hard, 5);
         assert!(parse_ulimit("nofile").is_err());
         assert_eq!(tracing_level("fatal", false).unwrap(), "error");

@@ -1,0 +1,144 @@
+//! `POST /containers/{id}/attach`: the connection is hijacked (`Upgrade: tcp` → 101) and
+//! carries the container's output (raw for a tty, multiplexed frames otherwise) one way and
+//! its stdin the other. Without the upgrade headers, output comes as a streamed body.
+
+use berth_engine::logs::{Filter, Stream};
+use bytes::Bytes;
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, UPGRADE};
+use hyper::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::body::{channel, empty, Body};
+use crate::containers::mux_frame;
+use crate::error::ApiResult;
+use crate::router::Ctx;
+
+pub async fn attach(ctx: Ctx, id: &str) -> ApiResult<Response<Body>> {
+    let engine = ctx.api.engine.clone();
+    let rec = engine.inspect(id)?.record;
+    let q = &ctx.query;
+    let (want_in, want_out, want_err) = (q.bool("stdin"), q.bool("stdout"), q.bool("stderr"));
+    let (stream, logs) = (q.bool("stream"), q.bool("logs"));
+    let tty = rec.config.tty;
+    let id = rec.id.clone();
+
+    // Subscribe before answering, so that nothing the container prints after the client's
+    // start is missed.
+    let output = if stream {
+        Some(engine.attach(&id)?)
+    } else {
+        None
+    };
+    let replay = if logs {
+        let f = Filter {
+            stdout: want_out,
+            stderr: want_err,
+            ..Default::default()
+        };
+        Some(engine.logs(&id, f, false)?)
+    } else {
+        None
+    };
+    let wanted = move |s: Stream| match s {
+        Stream::Stdout => want_out,
+        Stream::Stderr => want_err,
+    };
+    let encode = move |s: Stream, data: &[u8]| {
+        if tty {
+            Bytes::copy_from_slice(data)
+        } else {
+            mux_frame(s, data)
+        }
+    };
+    let content_type = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+
+    // The chunks to send, in order: the log replay, then live output.
+    let (tx, mut rx) = mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        if let Some(mut entries) = replay {
+            while let Some(e) = entries.recv().await {
+                if tx.send(encode(e.stream, e.log.as_bytes())).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if let Some(mut out) = output {
+            while let Some(o) = out.recv().await {
+                if wanted(o.stream) && tx.send(encode(o.stream, &o.data)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+
+    let upgrade = ctx
+        .req
+        .headers()
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("tcp"));
+    if !upgrade {
+        let mut resp = Response::new(channel(rx));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        return Ok(resp);
+    }
+
+    let on_upgrade = hyper::upgrade::on(ctx.req);
+    let stdin_open = want_in && rec.config.open_stdin;
+    let stdin_once = rec.config.stdin_once;
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "attach upgrade failed");
+                return;
+            }
+        };
+        let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
+        let stdin_task = stdin_open.then(|| {
+            let engine = engine.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 32 * 1024];
+                loop {
+                    match rd.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if engine.write_stdin(&id, buf[..n].to_vec()).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                // The client's input ended: with StdinOnce, so does the container's.
+                if stdin_once {
+                    let _ = engine.close_stdin(&id).await;
+                }
+            })
+        });
+        while let Some(chunk) = rx.recv().await {
+            if wr.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+        if let Some(t) = stdin_task {
+            t.abort();
+        }
+    });
+
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(UPGRADE, HeaderValue::from_static("tcp"));
+    Ok(resp)
+}

@@ -1,0 +1,1204 @@
+//! The engine: the set of containers, their life cycle and the daemon's side of their
+//! monitors. Front ends (the Docker API) call these methods; they never touch the files.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::chown;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_idmap::UsernsMaps;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::container::{ContainerConfig, ContainerRecord, HostConfig, State, Status, Ulimit};
+use crate::error::{EngineError, Result};
+use crate::images::{ImageInfo, Images};
+use crate::logs::{self, Stream};
+use crate::monitor::{MonitorConfig, CONFIG_FILE};
+use crate::proto::{self, ExitStatus, Kind};
+use crate::store::{self, Paths};
+use crate::{mounts, names, policy, spec, timefmt};
+
+/// How the daemon was started.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub data_root: PathBuf,
+    pub exec_root: PathBuf,
+    /// The maps every container gets under `--userns-remap` (unless `--userns=host`).
+    pub userns: Option<UsernsMaps>,
+    /// The `--userns-remap` user and group, for `info` (`dockremap:dockremap`).
+    pub remap_name: Option<String>,
+    pub default_ulimits: Vec<Ulimit>,
+    /// The executable started as `EXE monitor DIR` for each container (the berth binary).
+    pub monitor_exe: PathBuf,
+}
+
+/// What a new container asks for.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    pub name: Option<String>,
+    pub config: ContainerConfig,
+    pub host_config: HostConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitCondition {
+    NotRunning,
+    NextExit,
+    Removed,
+}
+
+/// One chunk of container output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub stream: Stream,
+    pub data: Vec<u8>,
+}
+
+/// What `docker ps` filters on.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    pub all: bool,
+    pub limit: Option<usize>,
+    pub filters: BTreeMap<String, Vec<String>>,
+}
+
+/// A container as `inspect` shows it: its record and where its files are.
+#[derive(Debug, Clone)]
+pub struct ContainerView {
+    pub record: ContainerRecord,
+    pub log_path: PathBuf,
+    pub hostname_path: PathBuf,
+    pub hosts_path: PathBuf,
+    pub resolv_conf_path: PathBuf,
+    pub rootfs: PathBuf,
+}
+
+/// Facts for `docker info`.
+#[derive(Debug, Clone)]
+pub struct EngineInfo {
+    pub containers: usize,
+    pub running: usize,
+    pub paused: usize,
+    pub stopped: usize,
+    pub images: usize,
+    pub data_root: PathBuf,
+    pub userns: Option<UsernsMaps>,
+    pub remap_name: Option<String>,
+    pub rootfs_driver: String,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Phase {
+    running: bool,
+    exits: u64,
+    exit_code: i32,
+    removed: bool,
+}
+
+enum StdinMsg {
+    Data(Vec<u8>),
+    Close,
+}
+
+struct MonitorConn {
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    start_reply: Mutex<Option<oneshot::Sender<std::result::Result<(), String>>>>,
+}
+
+impl MonitorConn {
+    async fn send(&self, kind: Kind, payload: &[u8]) -> std::io::Result<()> {
+        let mut w = self.writer.lock().await;
+        w.write_all(&proto::encode(kind, payload)).await
+    }
+}
+
+#[derive(Default)]
+struct Io {
+    subscribers: Vec<mpsc::UnboundedSender<Output>>,
+    /// Stdin written before the monitor runs (`echo hi | docker run -i`), sent at start.
+    pending_stdin: Vec<StdinMsg>,
+    monitor: Option<Arc<MonitorConn>>,
+}
+
+struct Entry {
+    id: String,
+    paths: Paths,
+    rec: Mutex<ContainerRecord>,
+    /// Serialises start, exit handling and removal of this container.
+    op: tokio::sync::Mutex<()>,
+    phase: watch::Sender<Phase>,
+    io: Mutex<Io>,
+}
+
+impl Entry {
+    fn record(&self) -> ContainerRecord {
+        self.rec.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn update<T>(&self, f: impl FnOnce(&mut ContainerRecord) -> T) -> Result<T> {
+        let mut rec = self.rec.lock().unwrap_or_else(|e| e.into_inner());
+        let out = f(&mut rec);
+        store::save(&self.paths, &rec)?;
+        Ok(out)
+    }
+
+    fn io(&self) -> std::sync::MutexGuard<'_, Io> {
+        self.io.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct Inner {
+    cfg: EngineConfig,
+    containers: Mutex<BTreeMap<String, Arc<Entry>>>,
+    images: Images,
+    /// Held for the daemon's lifetime: one daemon per data root.
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// The engine; cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+fn lock_data_root(data_root: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = data_root.join("berth.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| EngineError::io("open", &path, e))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        EngineError::Conflict(format!(
+            "data root {} is in use by another berth daemon (lock {} is held: {e}); stop that daemon or use another --data-root",
+            data_root.display(),
+            path.display()
+        ))
+    })
+}
+
+fn create_dir(p: &Path) -> Result<()> {
+    std::fs::create_dir_all(p).map_err(|e| EngineError::io("create directory", p, e))
+}
+
+impl Engine {
+    /// Opens the engine on its data and exec roots: takes the data root's lock, loads the
+    /// containers of earlier runs and reconnects to the monitors still running.
+    pub async fn open(cfg: EngineConfig) -> Result<Engine> {
+        create_dir(&cfg.data_root.join("containers"))?;
+        create_dir(&cfg.exec_root.join("containers"))?;
+        let lock = lock_data_root(&cfg.data_root)?;
+        let images = Images::open(&cfg.data_root, &cfg.exec_root, cfg.userns.is_some())?;
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                cfg,
+                containers: Mutex::new(BTreeMap::new()),
+                images,
+                _lock: lock,
+            }),
+        };
+        for rec in store::load_all(&engine.inner.cfg.data_root)? {
+            let entry = engine.insert_entry(rec);
+            engine.recover(&entry).await;
+        }
+        Ok(engine)
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.cfg
+    }
+
+    pub fn images(&self) -> &Images {
+        &self.inner.images
+    }
+
+    fn paths(&self, id: &str) -> Paths {
+        Paths::new(&self.inner.cfg.data_root, &self.inner.cfg.exec_root, id)
+    }
+
+    fn insert_entry(&self, rec: ContainerRecord) -> Arc<Entry> {
+        let phase = Phase {
+            running: rec.is_running(),
+            exits: 0,
+            exit_code: rec.state.exit_code,
+            removed: false,
+        };
+        let entry = Arc::new(Entry {
+            id: rec.id.clone(),
+            paths: self.paths(&rec.id),
+            rec: Mutex::new(rec),
+            op: tokio::sync::Mutex::new(()),
+            phase: watch::Sender::new(phase),
+            io: Mutex::new(Io::default()),
+        });
+        self.containers().insert(entry.id.clone(), entry.clone());
+        entry
+    }
+
+    fn containers(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Entry>>> {
+        self.inner
+            .containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A container recorded as running when the daemon starts: reconnect to its monitor,
+    /// or, if the monitor is gone, take the exit status it left.
+    async fn recover(&self, entry: &Arc<Entry>) {
+        let rec = entry.record();
+        if !rec.is_running() {
+            return;
+        }
+        match UnixStream::connect(entry.paths.socket()).await {
+            Ok(stream) => {
+                self.attach_monitor(entry, stream);
+            }
+            Err(_) => {
+                // Gone: mark it exited with the status it left (or 255).
+                let status = read_exit_file(&entry.paths);
+                let _ = self.inner.images.unmount_rootfs(&entry.id);
+                let _ = entry.update(|r| {
+                    r.state.status = Status::Exited;
+                    r.state.pid = 0;
+                    r.state.exit_code = status.exit_code;
+                    r.state.finished_at = status.finished_at.clone();
+                    r.state.error = status.error.clone();
+                });
+                entry.phase.send_modify(|p| {
+                    p.running = false;
+                    p.exit_code = status.exit_code;
+                });
+            }
+        }
+    }
+
+    /// Finds a container by full id, name (with or without `/`) or unique id prefix.
+    fn lookup(&self, name_or_id: &str) -> Result<Arc<Entry>> {
+        let map = self.containers();
+        if let Some(e) = map.get(name_or_id) {
+            return Ok(e.clone());
+        }
+        let bare = name_or_id.strip_prefix('/').unwrap_or(name_or_id);
+        if let Some(e) = map
+            .values()
+            .find(|e| e.rec.lock().unwrap_or_else(|p| p.into_inner()).name == bare)
+        {
+            return Ok(e.clone());
+        }
+        if !name_or_id.is_empty() && name_or_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut hits = map
+                .range(name_or_id.to_string()..)
+                .take_while(|(k, _)| k.starts_with(name_or_id));
+            if let Some((_, e)) = hits.next() {
+                if hits.next().is_some() {
+                    return Err(EngineError::NotFound(format!(
+                        "Multiple IDs found with provided prefix: {name_or_id}"
+                    )));
+                }
+                return Ok(e.clone());
+            }
+        }
+        Err(EngineError::no_such_container(name_or_id))
+    }
+
+    // ----- create -------------------------------------------------------------------
+
+    pub async fn create(&self, req: CreateRequest) -> Result<(String, Vec<String>)> {
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || engine.create_blocking(req))
+            .await
+            .map_err(|e| EngineError::System(format!("create task: {e}")))?
+    }
+
+    fn create_blocking(&self, req: CreateRequest) -> Result<(String, Vec<String>)> {
+        let CreateRequest {
+            name,
+            mut config,
+            host_config,
+        } = req;
+        let name = match name.as_deref().filter(|n| !n.is_empty()) {
+            Some(n) => Some(names::validate(n)?),
+            None => None,
+        };
+        if config.image.is_empty() {
+            return Err(EngineError::InvalidParameter(
+                "no image given: config.Image is required".into(),
+            ));
+        }
+        let image = self.inner.images.resolve(&config.image)?;
+        merge_image_config(&mut config, &image);
+        let maps = policy::check(&host_config, self.inner.cfg.userns.as_ref())?;
+        let mut mount_points = mounts::requested(&config, &host_config)?;
+        let mut argv: Vec<String> = config
+            .entrypoint
+            .iter()
+            .chain(config.cmd.iter())
+            .cloned()
+            .collect();
+        if argv.is_empty() {
+            return Err(EngineError::InvalidParameter("no command specified".into()));
+        }
+        let path = argv.remove(0);
+        let id = names::new_id()?;
+        if config.hostname.is_empty() {
+            config.hostname = if host_config.network_mode == "host" {
+                nix::unistd::gethostname()
+                    .ok()
+                    .and_then(|h| h.into_string().ok())
+                    .unwrap_or_default()
+            } else {
+                id[..12].to_string()
+            };
+        }
+        let warnings = Vec::new();
+        let rec = ContainerRecord {
+            id: id.clone(),
+            name: String::new(),
+            created: timefmt::now(),
+            image_ref: config.image.clone(),
+            image_id: image.id.clone(),
+            config,
+            host_config,
+            state: State::default(),
+            maps,
+            mounts: Vec::new(),
+            layers: image.layers.clone(),
+            path,
+            args: argv,
+        };
+
+        // Claim the name and the id in one step so two creates cannot both get a name.
+        let entry = {
+            let mut map = self.containers();
+            let taken = |n: &str| {
+                map.values()
+                    .find(|e| e.rec.lock().unwrap_or_else(|p| p.into_inner()).name == n)
+                    .map(|e| e.id.clone())
+            };
+            let name = match name {
+                Some(n) => {
+                    if let Some(other) = taken(&n) {
+                        return Err(EngineError::Conflict(format!(
+                            "Conflict. The container name \"/{n}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
+                        )));
+                    }
+                    n
+                }
+                None => (0..)
+                    .map(|i| names::generate(&id, i))
+                    .find(|n| taken(n).is_none())
+                    .unwrap_or_else(|| id.clone()),
+            };
+            let mut rec = rec;
+            rec.name = name;
+            let entry = Arc::new(Entry {
+                id: id.clone(),
+                paths: self.paths(&id),
+                rec: Mutex::new(rec),
+                op: tokio::sync::Mutex::new(()),
+                phase: watch::Sender::new(Phase::default()),
+                io: Mutex::new(Io::default()),
+            });
+            map.insert(id.clone(), entry.clone());
+            entry
+        };
+
+        let setup = (|| -> Result<()> {
+            let rec = entry.record();
+            let owner = rec.maps.as_ref().and_then(|m| m.root()).unwrap_or((0, 0));
+            mounts::prepare_sources(
+                &mut mount_points,
+                &rec.host_config,
+                &self.inner.cfg.data_root,
+                owner,
+            )?;
+            create_dir(&entry.paths.dir)?;
+            write_etc_files(&entry.paths, &rec, owner)?;
+            self.inner
+                .images
+                .prepare_rootfs(&id, &rec.layers, rec.maps.as_ref())?;
+            entry.update(|r| r.mounts = mount_points)?;
+            Ok(())
+        })();
+        if let Err(e) = setup {
+            self.containers().remove(&id);
+            let _ = self.inner.images.remove_rootfs(&id);
+            let _ = std::fs::remove_dir_all(&entry.paths.dir);
+            return Err(e);
+        }
+        tracing::info!(id = %id, name = %entry.record().name, "container created");
+        Ok((id, warnings))
+    }
+
+    // ----- start --------------------------------------------------------------------
+
+    pub async fn start(&self, name_or_id: &str) -> Result<()> {
+        let entry = self.lookup(name_or_id)?;
+        let op = entry.op.lock().await;
+        let rec = entry.record();
+        match rec.state.status {
+            Status::Running | Status::Paused => {
+                return Err(EngineError::NotModified("container already started".into()))
+            }
+            Status::Removing | Status::Dead => {
+                return Err(EngineError::Conflict(format!(
+                    "cannot start container {}: it is being removed",
+                    rec.name
+                )))
+            }
+            _ => {}
+        }
+        let result = self.launch(&entry, &rec).await;
+        drop(op);
+        if let Err(e) = &result {
+            tracing::warn!(id = %entry.id, error = %e, "start failed");
+            let msg = e.to_string();
+            let _ = entry.update(|r| {
+                r.state.error = msg;
+                if r.state.status == Status::Running {
+                    r.state.status = Status::Exited;
+                }
+            });
+            let _ = self.inner.images.unmount_rootfs(&entry.id);
+            if rec.host_config.auto_remove {
+                let _ = self.remove(&entry.id, true, false).await;
+            }
+        }
+        result
+    }
+
+    async fn launch(&self, entry: &Arc<Entry>, rec: &ContainerRecord) -> Result<()> {
+        let paths = &entry.paths;
+        let engine = self.clone();
+        let (rec2, paths2) = (rec.clone(), paths.clone());
+        // Mounting and writing the bundle touch the disk: off the async threads.
+        tokio::task::spawn_blocking(move || engine.write_bundle(&rec2, &paths2))
+            .await
+            .map_err(|e| EngineError::System(format!("start task: {e}")))??;
+
+        let mut child = tokio::process::Command::new(&self.inner.cfg.monitor_exe)
+            .arg("monitor")
+            .arg(&paths.exec_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(open_monitor_log(paths)?)
+            .spawn()
+            .map_err(|e| {
+                EngineError::System(format!(
+                    "starting the monitor {}: {e}",
+                    self.inner.cfg.monitor_exe.display()
+                ))
+            })?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| EngineError::System("monitor has no stdout".into()))?;
+        // Reap the monitor whenever it ends; the container's exit comes over the socket.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .await
+            .map_err(|e| EngineError::System(format!("reading from the monitor: {e}")))?;
+        let pid: i32 = match line.trim_end().split_once(' ') {
+            Some(("ready", pid)) => pid.parse().unwrap_or(0),
+            Some(("error", msg)) => return Err(EngineError::System(msg.to_string())),
+            _ => {
+                let log = std::fs::read_to_string(paths.monitor_log()).unwrap_or_default();
+                return Err(EngineError::System(format!(
+                    "the container monitor failed: {}",
+                    log.trim()
+                )));
+            }
+        };
+        let stream = UnixStream::connect(paths.socket()).await.map_err(|e| {
+            EngineError::System(format!(
+                "connecting to the monitor at {}: {e}",
+                paths.socket().display()
+            ))
+        })?;
+        let conn = self.attach_monitor(entry, stream);
+        let (tx, rx) = oneshot::channel();
+        *conn.start_reply.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        // Stdin that arrived before the monitor existed goes first.
+        let pending = std::mem::take(&mut entry.io().pending_stdin);
+        for msg in pending {
+            let _ = match msg {
+                StdinMsg::Data(d) => conn.send(Kind::Stdin, &d).await,
+                StdinMsg::Close => conn.send(Kind::CloseStdin, b"").await,
+            };
+        }
+        conn.send(Kind::Start, b"")
+            .await
+            .map_err(|e| EngineError::System(format!("talking to the monitor: {e}")))?;
+        match rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(msg)) => return Err(EngineError::System(msg)),
+            Err(_) => {
+                return Err(EngineError::System(
+                    "the container monitor exited before starting the container".into(),
+                ))
+            }
+        }
+        entry.update(|r| {
+            r.state.status = Status::Running;
+            r.state.pid = pid;
+            r.state.started_at = timefmt::now();
+            r.state.finished_at = timefmt::ZERO_TIME.into();
+            r.state.exit_code = 0;
+            r.state.error.clear();
+        })?;
+        entry.phase.send_modify(|p| p.running = true);
+        tracing::info!(id = %entry.id, pid, "container started");
+        Ok(())
+    }
+
+    fn write_bundle(&self, rec: &ContainerRecord, paths: &Paths) -> Result<()> {
+        let _ = std::fs::remove_dir_all(&paths.exec_dir);
+        create_dir(&paths.bundle())?;
+        let rootfs = self.inner.images.mount_rootfs(&rec.id)?;
+        let etc = spec::EtcFiles {
+            hostname: &paths.hostname(),
+            hosts: &paths.hosts(),
+            resolv_conf: &paths.resolv_conf(),
+        };
+        let oci = spec::build(rec, &rootfs, &etc, &self.inner.cfg.default_ulimits)?;
+        let json = serde_json::to_vec(&oci)
+            .map_err(|e| EngineError::System(format!("encoding the OCI spec: {e}")))?;
+        let cfg_path = paths.bundle().join("config.json");
+        std::fs::write(&cfg_path, json).map_err(|e| EngineError::io("write", cfg_path, e))?;
+        let mon = MonitorConfig {
+            id: rec.id.clone(),
+            bundle: paths.bundle(),
+            runtime_root: self.inner.cfg.exec_root.join("runtime"),
+            socket: paths.socket(),
+            log: paths.log(),
+            exit_file: paths.exit_file(),
+            tty: rec.config.tty,
+            open_stdin: rec.config.open_stdin,
+        };
+        let json = serde_json::to_vec(&mon)
+            .map_err(|e| EngineError::System(format!("encoding the monitor config: {e}")))?;
+        let mon_path = paths.exec_dir.join(CONFIG_FILE);
+        std::fs::write(&mon_path, json).map_err(|e| EngineError::io("write", mon_path, e))
+    }
+
+    /// Starts the task that reads the monitor's frames; returns the connection for writing.
+    fn attach_monitor(&self, entry: &Arc<Entry>, stream: UnixStream) -> Arc<MonitorConn> {
+        let (mut rd, wr) = stream.into_split();
+        let conn = Arc::new(MonitorConn {
+            writer: tokio::sync::Mutex::new(wr),
+            start_reply: Mutex::new(None),
+        });
+        entry.io().monitor = Some(conn.clone());
+        let engine = self.clone();
+        let entry = entry.clone();
+        let conn2 = conn.clone();
+        tokio::spawn(async move {
+            let mut status = None;
+            loop {
+                match proto::read_frame_async(&mut rd).await {
+                    Ok(Some((kind @ (Kind::Stdout | Kind::Stderr), data))) => {
+                        let stream = if kind == Kind::Stdout {
+                            Stream::Stdout
+                        } else {
+                            Stream::Stderr
+                        };
+                        let out = Output { stream, data };
+                        entry
+                            .io()
+                            .subscribers
+                            .retain(|s| s.send(out.clone()).is_ok());
+                    }
+                    Ok(Some((Kind::Started, _))) => {
+                        if let Some(tx) = conn2
+                            .start_reply
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .take()
+                        {
+                            let _ = tx.send(Ok(()));
+                        }
+                    }
+                    Ok(Some((Kind::Error, msg))) => {
+                        if let Some(tx) = conn2
+                            .start_reply
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .take()
+                        {
+                            let _ = tx.send(Err(String::from_utf8_lossy(&msg).into_owned()));
+                        }
+                    }
+                    Ok(Some((Kind::Exit, json))) => {
+                        status = serde_json::from_slice::<ExitStatus>(&json).ok();
+                        break;
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            // Dropping the reply sender tells a waiting start that the monitor is gone.
+            conn2
+                .start_reply
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            let status = status.unwrap_or_else(|| read_exit_file(&entry.paths));
+            engine.handle_exit(entry, &conn2, status).await;
+        });
+        conn
+    }
+
+    /// The monitor's connection `conn` ended: record the exit (when the container had
+    /// started; a failed start cleans up after itself) and auto-remove.
+    async fn handle_exit(&self, entry: Arc<Entry>, conn: &Arc<MonitorConn>, status: ExitStatus) {
+        let op = entry.op.lock().await;
+        {
+            let mut io = entry.io();
+            if !io.monitor.as_ref().is_some_and(|m| Arc::ptr_eq(m, conn)) {
+                // A newer start owns the container now.
+                return;
+            }
+            io.monitor = None;
+            if entry.record().state.status != Status::Running {
+                return;
+            }
+            io.subscribers.clear();
+        }
+        if let Err(e) = self.inner.images.unmount_rootfs(&entry.id) {
+            tracing::warn!(id = %entry.id, error = %e, "unmounting the container's root");
+        }
+        let res = entry.update(|r| {
+            r.state.status = Status::Exited;
+            r.state.pid = 0;
+            r.state.exit_code = status.exit_code;
+            r.state.finished_at = status.finished_at.clone();
+            r.state.error = status.error.clone();
+        });
+        if let Err(e) = res {
+            tracing::error!(id = %entry.id, error = %e, "saving the container's exit");
+        }
+        entry.phase.send_modify(|p| {
+            p.running = false;
+            p.exits += 1;
+            p.exit_code = status.exit_code;
+        });
+        tracing::info!(id = %entry.id, code = status.exit_code, "container exited");
+        drop(op);
+        if entry.record().host_config.auto_remove {
+            if let Err(e) = self.remove(&entry.id, true, false).await {
+                tracing::warn!(id = %entry.id, error = %e, "auto-removing the container");
+            }
+        }
+    }
+
+    // ----- attach, stdin, resize, signals --------------------------------------------
+
+    /// Subscribes to the container's output from now on; the receiver ends when the
+    /// container exits (or is not running and never starts).
+    pub fn attach(&self, name_or_id: &str) -> Result<mpsc::UnboundedReceiver<Output>> {
+        let entry = self.lookup(name_or_id)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let rec = entry.record();
+        if matches!(rec.state.status, Status::Removing | Status::Dead) {
+            return Err(EngineError::Conflict(format!(
+                "container {} is being removed",
+                rec.name
+            )));
+        }
+        entry.io().subscribers.push(tx);
+        Ok(rx)
+    }
+
+    /// Sends bytes to the container's stdin (queued until it starts).
+    pub async fn write_stdin(&self, name_or_id: &str, data: Vec<u8>) -> Result<()> {
+        self.stdin_msg(name_or_id, StdinMsg::Data(data)).await
+    }
+
+    /// Closes the container's stdin (for `StdinOnce` when the attached client's input ends).
+    pub async fn close_stdin(&self, name_or_id: &str) -> Result<()> {
+        self.stdin_msg(name_or_id, StdinMsg::Close).await
+    }
+
+    async fn stdin_msg(&self, name_or_id: &str, msg: StdinMsg) -> Result<()> {
+        let entry = self.lookup(name_or_id)?;
+        let conn = {
+            let mut io = entry.io();
+            match io.monitor.clone() {
+                Some(c) => c,
+                None => {
+                    io.pending_stdin.push(msg);
+                    return Ok(());
+                }
+            }
+        };
+        let res = match msg {
+            StdinMsg::Data(d) => conn.send(Kind::Stdin, &d).await,
+            StdinMsg::Close => conn.send(Kind::CloseStdin, b"").await,
+        };
+        res.map_err(|e| EngineError::System(format!("writing to the container's stdin: {e}")))
+    }
+
+    pub async fn resize(&self, name_or_id: &str, height: u16, width: u16) -> Result<()> {
+        let entry = self.lookup(name_or_id)?;
+        let conn = entry.io().monitor.clone();
+        let Some(conn) = conn else {
+            return Err(EngineError::Conflict(format!(
+                "Container {} is not running",
+                entry.id
+            )));
+        };
+        let mut p = height.to_be_bytes().to_vec();
+        p.extend_from_slice(&width.to_be_bytes());
+        conn.send(Kind::Resize, &p)
+            .await
+            .map_err(|e| EngineError::System(format!("resizing the terminal: {e}")))
+    }
+
+    pub async fn kill(&self, name_or_id: &str, signal: Option<&str>) -> Result<()> {
+        let entry = self.lookup(name_or_id)?;
+        let sig = match signal.filter(|s| !s.is_empty()) {
+            Some(s) => parse_signal(s)?,
+            None => libc::SIGKILL,
+        };
+        self.signal(&entry, sig).await
+    }
+
+    async fn signal(&self, entry: &Entry, sig: i32) -> Result<()> {
+        let conn = entry.io().monitor.clone();
+        match conn {
+            Some(c) if entry.record().is_running() => c
+                .send(Kind::Signal, &sig.to_be_bytes())
+                .await
+                .map_err(|e| EngineError::System(format!("signalling the container: {e}"))),
+            _ => Err(EngineError::Conflict(format!(
+                "Container {} is not running",
+                entry.id
+            ))),
+        }
+    }
+
+    /// `docker stop`: the stop signal, then SIGKILL after `timeout` seconds.
+    pub async fn stop(&self, name_or_id: &str, timeout: Option<i64>) -> Result<()> {
+        let entry = self.lookup(name_or_id)?;
+        let rec = entry.record();
+        if !rec.is_running() {
+            return Err(EngineError::NotModified("container already stopped".into()));
+        }
+        let sig = match &rec.config.stop_signal {
+            Some(s) if !s.is_empty() => parse_signal(s)?,
+            _ => libc::SIGTERM,
+        };
+        let timeout = timeout.or(rec.config.stop_timeout).unwrap_or(10);
+        self.stop_entry(&entry, sig, timeout).await
+    }
+
+    async fn stop_entry(&self, entry: &Entry, sig: i32, timeout: i64) -> Result<()> {
+        let mut rx = entry.phase.subscribe();
+        let _ = self.signal(entry, sig).await;
+        let stopped = |p: &Phase| !p.running;
+        let waited = if timeout < 0 {
+            rx.wait_for(stopped).await.map(|_| ()).map_err(|_| ())
+        } else {
+            match tokio::time::timeout(Duration::from_secs(timeout as u64), rx.wait_for(stopped))
+                .await
+            {
+                Ok(r) => r.map(|_| ()).map_err(|_| ()),
+                Err(_) => Err(()),
+            }
+        };
+        if waited.is_err() && entry.phase.borrow().running {
+            let _ = self.signal(entry, libc::SIGKILL).await;
+            let _ = rx.wait_for(stopped).await;
+        }
+        Ok(())
+    }
+
+    pub async fn restart(&self, name_or_id: &str, timeout: Option<i64>) -> Result<()> {
+        match self.stop(name_or_id, timeout).await {
+            Ok(()) | Err(EngineError::NotModified(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.start(name_or_id).await
+    }
+
+    /// Waits for `condition`; returns the exit code.
+    pub async fn wait(&self, name_or_id: &str, condition: WaitCondition) -> Result<i32> {
+        let entry = self.lookup(name_or_id)?;
+        let mut rx = entry.phase.subscribe();
+        let start = rx.borrow().clone();
+        drop(entry);
+        let done = |p: &Phase| match condition {
+            WaitCondition::NotRunning => !p.running || p.removed,
+            WaitCondition::NextExit => p.exits > start.exits || p.removed,
+            WaitCondition::Removed => p.removed,
+        };
+        let p = rx
+            .wait_for(done)
+            .await
+            .map(|p| p.clone())
+            .map_err(|_| EngineError::System("the container went away".into()))?;
+        Ok(p.exit_code)
+    }
+
+    // ----- remove -------------------------------------------------------------------
+
+    pub async fn remove(&self, name_or_id: &str, force: bool, volumes: bool) -> Result<()> {
+        let entry = self.lookup(name_or_id)?;
+        if entry.record().is_running() {
+            if !force {
+                return Err(EngineError::Conflict(format!(
+                    "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+                    entry.record().name
+                )));
+            }
+            self.stop_entry(&entry, libc::SIGKILL, -1).await?;
+        }
+        let _op = entry.op.lock().await;
+        if !self.containers().contains_key(&entry.id) {
+            // Removed meanwhile (auto-remove racing an explicit rm).
+            return Ok(());
+        }
+        if entry.record().is_running() {
+            return Err(EngineError::Conflict(format!(
+                "container {} started again while being removed",
+                entry.id
+            )));
+        }
+        let rec = entry.record();
+        {
+            let mut r = entry.rec.lock().unwrap_or_else(|e| e.into_inner());
+            r.state.status = Status::Removing;
+        }
+        self.inner.images.remove_rootfs(&entry.id)?;
+        if volumes {
+            for m in rec
+                .mounts
+                .iter()
+                .filter(|m| m.kind == "volume" && m.name.len() == 64)
+            {
+                let _ =
+                    std::fs::remove_dir_all(self.inner.cfg.data_root.join("volumes").join(&m.name));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&entry.paths.exec_dir);
+        std::fs::remove_dir_all(&entry.paths.dir)
+            .map_err(|e| EngineError::io("remove", &entry.paths.dir, e))?;
+        self.containers().remove(&entry.id);
+        entry.phase.send_modify(|p| p.removed = true);
+        tracing::info!(id = %entry.id, "container removed");
+        Ok(())
+    }
+
+    // ----- queries ------------------------------------------------------------------
+
+    pub fn inspect(&self, name_or_id: &str) -> Result<ContainerView> {
+        let entry = self.lookup(name_or_id)?;
+        let rec = entry.record();
+        let rootfs = self.inner.images.rootfs_path(&rec.id);
+        Ok(ContainerView {
+            log_path: entry.paths.log(),
+            hostname_path: entry.paths.hostname(),
+            hosts_path: entry.paths.hosts(),
+            resolv_conf_path: entry.paths.resolv_conf(),
+            rootfs,
+            record: rec,
+        })
+    }
+
+    /// Containers, newest first, filtered as `docker ps` does.
+    pub fn list(&self, opts: &ListOptions) -> Result<Vec<ContainerRecord>> {
+        let mut recs: Vec<ContainerRecord> =
+            self.containers().values().map(|e| e.record()).collect();
+        recs.sort_by(|a, b| b.created.cmp(&a.created));
+        let images = &self.inner.images;
+        let mut out = Vec::new();
+        for rec in recs {
+            if !opts.all
+                && !rec.is_running()
+                && !opts.filters.contains_key("status")
+                && !opts.filters.contains_key("exited")
+            {
+                continue;
+            }
+            if matches_filters(&rec, &opts.filters, images)? {
+                out.push(rec);
+            }
+        }
+        if let Some(n) = opts.limit.filter(|n| *n > 0) {
+            out.truncate(n);
+        }
+        Ok(out)
+    }
+
+    /// Reads the container's log; with `follow`, keeps sending new entries until the
+    /// container stops. The receiver ends when there is nothing more.
+    pub fn logs(
+        &self,
+        name_or_id: &str,
+        filter: logs::Filter,
+        follow: bool,
+    ) -> Result<mpsc::Receiver<logs::Entry>> {
+        let entry = self.lookup(name_or_id)?;
+        let path = entry.paths.log();
+        let (tx, rx) = mpsc::channel(256);
+        let mut phase = entry.phase.subscribe();
+        tokio::spawn(async move {
+            let mut reader = logs::Reader::open(&path).ok();
+            let mut filter = filter;
+            loop {
+                let running = phase.borrow().running;
+                if reader.is_none() {
+                    reader = logs::Reader::open(&path).ok();
+                }
+                if let Some(r) = reader.as_mut() {
+                    for e in r.read_new(&filter).unwrap_or_default() {
+                        if tx.send(e).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                filter.tail = None;
+                if !follow || !running {
+                    return;
+                }
+                // New output, exit or removal wakes us; poll anyway for output.
+                let _ = tokio::time::timeout(Duration::from_millis(100), phase.changed()).await;
+            }
+        });
+        Ok(rx)
+    }
+
+    pub fn info(&self) -> Result<EngineInfo> {
+        let recs: Vec<ContainerRecord> = self.containers().values().map(|e| e.record()).collect();
+        let running = recs
+            .iter()
+            .filter(|r| r.state.status == Status::Running)
+            .count();
+        let paused = recs
+            .iter()
+            .filter(|r| r.state.status == Status::Paused)
+            .count();
+        Ok(EngineInfo {
+            containers: recs.len(),
+            running,
+            paused,
+            stopped: recs.len() - running - paused,
+            images: self.inner.images.count()?,
+            data_root: self.inner.cfg.data_root.clone(),
+            userns: self.inner.cfg.userns.clone(),
+            remap_name: self.inner.cfg.remap_name.clone(),
+            rootfs_driver: self.inner.images.driver_name(),
+        })
+    }
+
+    /// Image ids used by any container (for `rmi`).
+    pub fn images_in_use(&self) -> Vec<String> {
+        self.containers()
+            .values()
+            .map(|e| e.record().image_id)
+            .collect()
+    }
+
+    /// Stops talking to monitors; containers keep running under them.
+    pub fn shutdown(&self) {
+        for e in self.containers().values() {
+            e.io().monitor = None;
+        }
+    }
+}
+
+fn open_monitor_log(paths: &Paths) -> Result<std::fs::File> {
+    let p = paths.monitor_log();
+    std::fs::File::create(&p).map_err(|e| EngineError::io("create", p, e))
+}
+
+fn read_exit_file(paths: &Paths) -> ExitStatus {
+    std::fs::read(paths.exit_file())
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| ExitStatus {
+            exit_code: 255,
+            finished_at: timefmt::now(),
+            error: "the container's monitor ended without recording an exit status".into(),
+        })
+}
+
+/// Docker's merge of the image's config into the container's (daemon/create.go): the
+/// container's settings win; Cmd comes from the image only when neither Cmd nor Entrypoint
+/// is given; Env is the image's with the container's on top.
+fn merge_image_config(cfg: &mut ContainerConfig, image: &ImageInfo) {
+    let ic = &image.config;
+    if cfg.user.is_empty() {
+        cfg.user = ic.user.clone();
+    }
+    if cfg.working_dir.is_empty() {
+        cfg.working_dir = ic.working_dir.clone();
+    }
+    if cfg.entrypoint.is_empty() {
+        cfg.entrypoint = ic.entrypoint.clone();
+        if cfg.cmd.is_empty() {
+            cfg.cmd = ic.cmd.clone();
+        }
+    }
+    let key = |e: &str| e.split('=').next().unwrap_or("").to_string();
+    let mut env: Vec<String> = ic
+        .env
+        .iter()
+        .filter(|ie| !cfg.env.iter().any(|ce| key(ce) == key(ie)))
+        .cloned()
+        .collect();
+    env.append(&mut cfg.env);
+    cfg.env = env;
+    for (k, v) in &ic.labels {
+        cfg.labels.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    for v in &ic.volumes {
+        cfg.volumes
+            .entry(v.clone())
+            .or_insert_with(|| serde_json::json!({}));
+    }
+    if cfg.stop_signal.is_none() {
+        cfg.stop_signal = ic.stop_signal.clone();
+    }
+}
+
+/// Writes `hostname`, `hosts` and `resolv.conf` for the container, owned by its root.
+fn write_etc_files(paths: &Paths, rec: &ContainerRecord, owner: (u32, u32)) -> Result<()> {
+    let host_net = rec.host_config.network_mode == "host";
+    let hosts = if host_net {
+        std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+    } else {
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::\tip6-localnet\nff00::\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string()
+    };
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    for (path, text) in [
+        (paths.hostname(), format!("{}\n", rec.config.hostname)),
+        (paths.hosts(), hosts),
+        (paths.resolv_conf(), resolv),
+    ] {
+        std::fs::write(&path, text).map_err(|e| EngineError::io("write", &path, e))?;
+        chown(&path, Some(owner.0), Some(owner.1))
+            .map_err(|e| EngineError::io("chown", &path, e))?;
+    }
+    Ok(())
+}
+
+/// `SIGTERM`, `TERM`, `term` or `15`.
+pub fn parse_signal(s: &str) -> Result<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .map_err(|_| EngineError::InvalidParameter(format!("Invalid signal: {s}")))
+}
+
+fn matches_filters(
+    rec: &ContainerRecord,
+    filters: &BTreeMap<String, Vec<String>>,
+    images: &Images,
+) -> Result<bool> {
+    for (key, values) in filters {
+        if values.is_empty() {
+            continue;
+        }
+        let ok = match key.as_str() {
+            "id" => values.iter().any(|v| rec.id.starts_with(v.as_str())),
+            "name" => values
+                .iter()
+                .any(|v| rec.name.contains(v.trim_start_matches('/'))),
+            "status" => values.iter().any(|v| v == rec.state.status.as_str()),
+            "exited" => {
+                rec.state.status == Status::Exited
+                    && values.iter().any(|v| v.parse() == Ok(rec.state.exit_code))
+            }
+            "label" => values.iter().all(|v| match v.split_once('=') {
+                Some((k, val)) => rec.config.labels.get(k).is_some_and(|x| x == val),
+                None => rec.config.labels.contains_key(v),
+            }),
+            "ancestor" => values.iter().any(|v| {
+                v == &rec.image_ref
+                    || images
+                        .resolve(v)
+                        .map(|i| i.id == rec.image_id)
+                        .unwrap_or(false)
+            }),
+            other => {
+                return Err(EngineError::InvalidParameter(format!(
+                    "invalid filter '{other}'"
+                )))
+            }
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse() {
+        assert_eq!(parse_signal("SIGTERM").unwrap(), 15);
+        assert_eq!(parse_signal("kill").unwrap(), 9);
+        assert_eq!(parse_signal("1").unwrap(), 1);
+        assert!(parse_signal("SIGNOPE").is_err());
+        assert!(parse_signal("0").is_err());
+    }
+
+    #[test]
+    fn image_config_merges_like_docker() {
+        let image = ImageInfo {
+            config: crate::images::ImageSettings {
+                cmd: vec!["sh".into()],
+                entrypoint: vec![],
+                env: vec!["PATH=/bin".into(), "A=1".into()],
+                working_dir: "/w".into(),
+                user: "daemon".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut cfg = ContainerConfig {
+            env: vec!["A=2".into()],
+            ..Default::default()
+        };
+        merge_image_config(&mut cfg, &image);
+        assert_eq!(cfg.cmd, ["sh"]);
+        assert_eq!(cfg.env, ["PATH=/bin", "A=2"]);
+        assert_eq!(
+            (cfg.working_dir.as_str(), cfg.user.as_str()),
+            ("/w", "daemon")
+        );
+        let mut cfg = ContainerConfig {
+            entrypoint: vec!["/bin/ls".into()],
+            ..Default::default()
+        };
+        merge_image_config(&mut cfg, &image);
+        assert!(
+            cfg.cmd.is_empty(),
+            "an entrypoint given drops the image's cmd"
+        );
+    }
+}

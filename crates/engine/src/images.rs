@@ -1,0 +1,267 @@
+//! The engine's view of images and root file systems: berth-image's store for images, and
+//! berth-snapshot for each container's root. Translates their types and errors into the
+//! engine's, so that front ends need neither crate.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use berth_idmap::UsernsMaps;
+use berth_image::{ArchiveFormat, Digest, Image, ImageError, ImageStore, ImportOptions, Removed};
+
+use berth_snapshot::{RemapMode, SnapshotError, Snapshotter};
+
+use crate::error::{EngineError, Result};
+
+/// The parts of an image's config a container inherits (Docker's `ContainerConfig`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageSettings {
+    pub cmd: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub user: String,
+    pub labels: BTreeMap<String, String>,
+    pub volumes: Vec<String>,
+    pub exposed_ports: Vec<String>,
+    pub stop_signal: Option<String>,
+}
+
+/// An image as the engine and the API see it.
+#[derive(Debug, Clone, Default)]
+pub struct ImageInfo {
+    /// `sha256:<config digest>`.
+    pub id: String,
+    /// `alpine:latest`, as Docker prints them.
+    pub repo_tags: Vec<String>,
+    pub repo_digests: Vec<String>,
+    /// The image's creation time (RFC 3339), or when berth got it.
+    pub created: String,
+    pub size: u64,
+    pub architecture: String,
+    pub os: String,
+    pub author: String,
+    pub config: ImageSettings,
+    /// Uncompressed layer digests, bottom first.
+    pub diff_ids: Vec<String>,
+    /// Layer chain ids, bottom first.
+    pub layers: Vec<String>,
+}
+
+/// What `rmi` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageRemoval {
+    Untagged(String),
+    Deleted(String),
+}
+
+fn image_error(e: ImageError) -> EngineError {
+    match e {
+        ImageError::NotFound(name) => EngineError::NotFound(format!("No such image: {name}")),
+        e @ (ImageError::InUse { .. } | ImageError::MultipleReferences { .. }) => {
+            EngineError::Conflict(e.to_string())
+        }
+        e @ (ImageError::Reference(_)
+        | ImageError::Digest(_)
+        | ImageError::Ambiguous(_)
+        | ImageError::Change { .. }) => EngineError::InvalidParameter(e.to_string()),
+        e
+        @ (ImageError::Archive(_) | ImageError::Unpack(_) | ImageError::DigestMismatch { .. }) => {
+            EngineError::InvalidParameter(e.to_string())
+        }
+        e => EngineError::System(e.to_string()),
+    }
+}
+
+fn snapshot_error(e: SnapshotError) -> EngineError {
+    EngineError::System(e.to_string())
+}
+
+fn info(img: &Image) -> ImageInfo {
+    let c = img.config.config().clone().unwrap_or_default();
+    let list = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
+    ImageInfo {
+        id: img.id.to_string(),
+        repo_tags: img.repo_tags.iter().map(|r| r.to_string()).collect(),
+        repo_digests: img.repo_digests.iter().map(|r| r.to_string()).collect(),
+        created: img.created.clone().unwrap_or_else(|| img.added.clone()),
+        size: img.size,
+        architecture: img.config.architecture().to_string(),
+        os: img.config.os().to_string(),
+        author: img.config.author().clone().unwrap_or_default(),
+        config: ImageSettings {
+            cmd: list(c.cmd()),
+            entrypoint: list(c.entrypoint()),
+            env: list(c.env()),
+            working_dir: c.working_dir().clone().unwrap_or_default(),
+            user: c.user().clone().unwrap_or_default(),
+            labels: c.labels().clone().unwrap_or_default().into_iter().collect(),
+            volumes: list(c.volumes()),
+            exposed_ports: list(c.exposed_ports()),
+            stop_signal: c.stop_signal().clone(),
+        },
+        diff_ids: img.layers.iter().map(|l| l.diff_id.to_string()).collect(),
+        layers: img.layers.iter().map(|l| l.chain_id.to_string()).collect(),
+    }
+}
+
+fn digest(s: &str) -> Result<Digest> {
+    Digest::from_hex(s.strip_prefix("sha256:").unwrap_or(s))
+        .map_err(|e| EngineError::System(format!("bad layer id {s}: {e}")))
+}
+
+/// Images and container roots.
+pub struct Images {
+    store: ImageStore,
+    snapshots: Snapshotter,
+    /// Whether any container is remapped, for `info`'s driver line.
+    remapping: bool,
+}
+
+impl Images {
+    pub fn open(data_root: &Path, exec_root: &Path, remapping: bool) -> Result<Images> {
+        Ok(Images {
+            store: ImageStore::open(data_root).map_err(image_error)?,
+            snapshots: Snapshotter::open(data_root, exec_root, RemapMode::Auto)
+                .map_err(snapshot_error)?,
+            remapping,
+        })
+    }
+
+    pub fn resolve(&self, name_or_id: &str) -> Result<ImageInfo> {
+        self.store
+            .resolve(name_or_id)
+            .map(|i| info(&i))
+            .map_err(image_error)
+    }
+
+    pub fn list(&self) -> Result<Vec<ImageInfo>> {
+        Ok(self
+            .store
+            .list()
+            .map_err(image_error)?
+            .iter()
+            .map(info)
+            .collect())
+    }
+
+    pub fn count(&self) -> Result<usize> {
+        Ok(self.store.list().map_err(image_error)?.len())
+    }
+
+    pub fn tag(&self, src: &str, repo: &str, tag: Option<&str>) -> Result<()> {
+        let new_ref = match tag.filter(|t| !t.is_empty()) {
+            Some(t) => format!("{repo}:{t}"),
+            None => repo.to_string(),
+        };
+        self.store.tag(src, &new_ref).map_err(image_error)
+    }
+
+    /// `docker rmi`; `in_use` holds the image ids containers use.
+    pub fn remove(
+        &self,
+        name_or_id: &str,
+        force: bool,
+        in_use: &[String],
+    ) -> Result<Vec<ImageRemoval>> {
+        let removed = self
+            .store
+            .remove(name_or_id, force, &|d: &Digest| {
+                in_use.contains(&d.to_string())
+            })
+            .map_err(image_error)?;
+        Ok(removed
+            .into_iter()
+            .map(|r| match r {
+                Removed::Untagged(r) => ImageRemoval::Untagged(r.to_string()),
+                Removed::Deleted(d) => ImageRemoval::Deleted(d.to_string()),
+            })
+            .collect())
+    }
+
+    /// `docker import`: a root file system tarball becomes an image.
+    pub fn import(
+        &self,
+        reader: impl Read,
+        reference: Option<&str>,
+        changes: Vec<String>,
+        message: Option<String>,
+    ) -> Result<ImageInfo> {
+        let opts = ImportOptions {
+            reference,
+            changes,
+            message,
+        };
+        self.store
+            .import(reader, opts)
+            .map(|i| info(&i))
+            .map_err(image_error)
+    }
+
+    /// `docker load`: returns the references (or ids, for untagged images) loaded.
+    pub fn load(&self, reader: impl Read) -> Result<Vec<(String, Vec<String>)>> {
+        let loaded = self.store.load(reader).map_err(image_error)?;
+        Ok(loaded
+            .into_iter()
+            .map(|l| {
+                (
+                    l.id.to_string(),
+                    l.references.iter().map(|r| r.to_string()).collect(),
+                )
+            })
+            .collect())
+    }
+
+    /// `docker save`, in Docker's archive format.
+    pub fn save(&self, names: &[&str], out: impl Write) -> Result<()> {
+        self.store
+            .save(names, ArchiveFormat::Docker, out)
+            .map_err(image_error)
+    }
+
+    // ----- container roots -----
+
+    pub fn prepare_rootfs(
+        &self,
+        id: &str,
+        layers: &[String],
+        maps: Option<&UsernsMaps>,
+    ) -> Result<()> {
+        let chain = layers
+            .iter()
+            .map(|l| digest(l))
+            .collect::<Result<Vec<_>>>()?;
+        self.snapshots
+            .prepare(id, &chain, maps)
+            .map_err(snapshot_error)
+    }
+
+    /// Mounts the root prepared for container `id` and returns where.
+    pub fn mount_rootfs(&self, id: &str) -> Result<PathBuf> {
+        self.snapshots.mount(id).map_err(snapshot_error)
+    }
+
+    pub fn unmount_rootfs(&self, id: &str) -> Result<()> {
+        self.snapshots.unmount(id).map_err(snapshot_error)
+    }
+
+    pub fn remove_rootfs(&self, id: &str) -> Result<()> {
+        self.snapshots.remove(id).map_err(snapshot_error)
+    }
+
+    pub fn rootfs_path(&self, id: &str) -> PathBuf {
+        self.snapshots.rootfs_path(id)
+    }
+
+    /// `overlay`, and how remapped roots are made, for `info`.
+    pub fn driver_name(&self) -> String {
+        if self.remapping {
+            format!(
+                "overlay ({} remapped layers)",
+                self.snapshots.remap_method()
+            )
+        } else {
+            "overlay".into()
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! berth-engine: the daemon's core, behind a typed Rust interface.
+//!
+//! - [`Engine`]: containers and their life cycle (create, start, attach, wait, stop, kill,
+//!   remove), persistence of their records, logs, images through berth-image.
+//! - [`policy`]: the user namespace policy of `--userns-remap` (and Docker's refusals).
+//! - [`spec`]: the OCI runtime spec of a container, with Docker's defaults.
+//! - [`monitor`]: the per-container monitor process (`berth monitor DIR`), which owns the
+//!   container's stdio, writes its log and records its exit, so the daemon can restart.
+
+pub mod container;
+mod engine;
+pub mod error;
+pub mod images;
+pub mod launcher;
+pub mod logs;
+pub mod monitor;
+pub mod mounts;
+pub mod names;
+pub mod policy;
+pub mod proto;
+mod serde_util;
+pub mod spec;
+pub mod store;
+pub mod timefmt;
+
+pub use engine::{
+    parse_signal, ContainerView, CreateRequest, Engine, EngineConfig, EngineInfo, ListOptions,
+    Output, WaitCondition,
+};
+pub use error::{EngineError, Result};

@@ -1,0 +1,225 @@
+//! What a container may ask for, checked at create time: the user namespace policy under
+//! `--userns-remap` (with Docker's messages) and the host options berth supports.
+
+use berth_idmap::UsernsMaps;
+
+use crate::container::HostConfig;
+use crate::error::{EngineError, Result};
+use crate::spec::parse_capability;
+
+/// Checks `host` and returns the user namespace maps the container runs with: the daemon's
+/// when remapping (unless `--userns=host`), none otherwise.
+pub fn check(host: &HostConfig, daemon_maps: Option<&UsernsMaps>) -> Result<Option<UsernsMaps>> {
+    let invalid = |m: String| Err(EngineError::InvalidParameter(m));
+    let userns_host = match host.userns_mode.as_str() {
+        "" => false,
+        "host" => true,
+        other => {
+            return invalid(format!(
+                "invalid USER mode: {other} (use \"host\" or leave it empty)"
+            ))
+        }
+    };
+    let net_host = match host.network_mode.as_str() {
+        "" | "default" | "bridge" | "none" => false,
+        "host" => true,
+        m if m.starts_with("container:") => {
+            return Err(EngineError::NotImplemented(format!(
+                "network mode {m:?} is not supported yet: use none, host or the default"
+            )))
+        }
+        m => return Err(EngineError::NotFound(format!("network {m} not found"))),
+    };
+    let pid_host = match host.pid_mode.as_str() {
+        "" => false,
+        "host" => true,
+        m => {
+            return invalid(format!(
+                "invalid PID mode: {m} (use \"host\" or leave it empty)"
+            ))
+        }
+    };
+    match host.ipc_mode.as_str() {
+        "" | "private" | "shareable" | "host" => {}
+        m => {
+            return invalid(format!(
+                "invalid IPC mode: {m} (use private, shareable or host)"
+            ))
+        }
+    }
+    match host.uts_mode.as_str() {
+        "" | "host" => {}
+        m => {
+            return invalid(format!(
+                "invalid UTS mode: {m} (use \"host\" or leave it empty)"
+            ))
+        }
+    }
+    if !matches!(host.restart_policy.name.as_str(), "" | "no") {
+        return Err(EngineError::NotImplemented(format!(
+            "restart policy {:?} is not supported yet: use \"no\"",
+            host.restart_policy.name
+        )));
+    }
+    if host.port_bindings.values().any(|v| !v.is_null()) {
+        return invalid(
+            "publishing ports needs bridge networking, which berth does not have yet: use --network=host or none".into(),
+        );
+    }
+    if host.init == Some(true) {
+        return Err(EngineError::NotImplemented(
+            "--init is not supported yet: berth ships no init binary; run your own init as the entrypoint".into(),
+        ));
+    }
+    for cap in host.cap_add.iter().chain(&host.cap_drop) {
+        if !cap.eq_ignore_ascii_case("ALL") {
+            parse_capability(cap)?;
+        }
+    }
+    for opt in &host.security_opt {
+        security_opt(opt)?;
+    }
+
+    let Some(maps) = daemon_maps else {
+        return Ok(None);
+    };
+    if userns_host {
+        return Ok(None);
+    }
+    // Docker's checks and messages (daemon/daemon_unix.go, verifyPlatformContainerSettings).
+    if host.privileged {
+        return invalid("privileged mode is incompatible with user namespaces.  You must run the container in the host namespace when running privileged mode".into());
+    }
+    if net_host {
+        return invalid(
+            "cannot share the host's network namespace when user namespaces are enabled".into(),
+        );
+    }
+    if pid_host {
+        return invalid(
+            "cannot share the host PID namespace when user namespaces are enabled".into(),
+        );
+    }
+    Ok(Some(maps.clone()))
+}
+
+/// What a `--security-opt` asks for.
+#[derive(Debug, Default, PartialEq)]
+pub struct SecurityOpts {
+    pub no_new_privileges: bool,
+}
+
+fn security_opt(opt: &str) -> Result<Option<bool>> {
+    let (key, value) = opt.split_once(['=', ':']).unwrap_or((opt, ""));
+    match (key, value) {
+        ("no-new-privileges", "" | "true") => Ok(Some(true)),
+        ("no-new-privileges", "false") => Ok(Some(false)),
+        // No default seccomp or AppArmor profile is applied yet, so unconfined is what runs.
+        ("seccomp" | "apparmor", "unconfined") => Ok(None),
+        // SELinux labels: the host has no SELinux, so there is nothing to label.
+        ("label", _) => Ok(None),
+        _ => Err(EngineError::InvalidParameter(format!(
+            "invalid --security-opt {opt:?}: berth supports no-new-privileges, seccomp=unconfined, apparmor=unconfined and label=..."
+        ))),
+    }
+}
+
+pub fn security_opts(host: &HostConfig) -> Result<SecurityOpts> {
+    let mut out = SecurityOpts::default();
+    for opt in &host.security_opt {
+        if let Some(v) = security_opt(opt)? {
+            out.no_new_privileges = v;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn maps() -> UsernsMaps {
+        UsernsMaps::single(100000, 65536).unwrap()
+    }
+
+    #[test]
+    fn remap_gives_every_container_the_daemon_maps() {
+        let host = HostConfig::default();
+        assert_eq!(check(&host, Some(&maps())).unwrap(), Some(maps()));
+        assert_eq!(check(&host, None).unwrap(), None);
+        let host = HostConfig {
+            userns_mode: "host".into(),
+            ..Default::default()
+        };
+        assert_eq!(check(&host, Some(&maps())).unwrap(), None);
+    }
+
+    #[test]
+    fn remap_refuses_host_namespaces_and_privileged() {
+        let cases = [
+            (
+                HostConfig {
+                    privileged: true,
+                    ..Default::default()
+                },
+                "privileged mode is incompatible",
+            ),
+            (
+                HostConfig {
+                    network_mode: "host".into(),
+                    ..Default::default()
+                },
+                "host's network namespace",
+            ),
+            (
+                HostConfig {
+                    pid_mode: "host".into(),
+                    ..Default::default()
+                },
+                "host PID namespace",
+            ),
+        ];
+        for (mut host, msg) in cases {
+            let err = check(&host, Some(&maps())).unwrap_err();
+            assert!(matches!(err, EngineError::InvalidParameter(_)));
+            assert!(err.to_string().contains(msg), "{err}");
+            // Allowed without remap, and with --userns=host.
+            assert!(check(&host, None).is_ok());
+            host.userns_mode = "host".into();
+            assert_eq!(check(&host, Some(&maps())).unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn unsupported_options_are_errors() {
+        for host in [
+            HostConfig {
+                userns_mode: "private".into(),
+                ..Default::default()
+            },
+            HostConfig {
+                network_mode: "mynet".into(),
+                ..Default::default()
+            },
+            HostConfig {
+                init: Some(true),
+                ..Default::default()
+            },
+            HostConfig {
+                cap_add: vec!["NOT_A_CAP".into()],
+                ..Default::default()
+            },
+            HostConfig {
+                security_opt: vec!["seccomp=/x.json".into()],
+                ..Default::default()
+            },
+        ] {
+            assert!(check(&host, None).is_err(), "{host:?}");
+        }
+        let host = HostConfig {
+            security_opt: vec!["no-new-privileges".into()],
+            ..Default::default()
+        };
+        assert!(security_opts(&host).unwrap().no_new_privileges);
+    }
+}

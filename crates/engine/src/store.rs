@@ -1,0 +1,137 @@
+//! Where a container's files live, and its record written atomically and read back.
+//!
+//! - `DATA_ROOT/containers/<id>/config.json`: the record ([`ContainerRecord`])
+//! - `DATA_ROOT/containers/<id>/<id>-json.log`, `hostname`, `hosts`, `resolv.conf`
+//! - `EXEC_ROOT/containers/<id>/`: bundle, monitor socket and config, exit status
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::container::ContainerRecord;
+use crate::error::{EngineError, Result};
+
+/// Writes `data` to `path` so that a reader sees either the old or the new content, never
+/// a mix: a temporary file in the same directory, fsynced, renamed over.
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// The paths of one container.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub dir: PathBuf,
+    pub exec_dir: PathBuf,
+}
+
+impl Paths {
+    pub fn new(data_root: &Path, exec_root: &Path, id: &str) -> Paths {
+        Paths {
+            dir: data_root.join("containers").join(id),
+            exec_dir: exec_root.join("containers").join(id),
+        }
+    }
+    pub fn record(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+    pub fn log(&self) -> PathBuf {
+        let id = self
+            .dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("container");
+        self.dir.join(format!("{id}-json.log"))
+    }
+    pub fn hostname(&self) -> PathBuf {
+        self.dir.join("hostname")
+    }
+    pub fn hosts(&self) -> PathBuf {
+        self.dir.join("hosts")
+    }
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.dir.join("resolv.conf")
+    }
+    pub fn bundle(&self) -> PathBuf {
+        self.exec_dir.join("bundle")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.exec_dir.join("monitor.sock")
+    }
+    pub fn exit_file(&self) -> PathBuf {
+        self.exec_dir.join("exit.json")
+    }
+    pub fn monitor_log(&self) -> PathBuf {
+        self.exec_dir.join("monitor.log")
+    }
+}
+
+pub fn save(paths: &Paths, rec: &ContainerRecord) -> Result<()> {
+    let json = serde_json::to_vec_pretty(rec)
+        .map_err(|e| EngineError::System(format!("encoding container record: {e}")))?;
+    let path = paths.record();
+    write_atomic(&path, &json).map_err(|e| EngineError::io("write", path, e))
+}
+
+/// Every container record under `data_root/containers`. A record that cannot be read is
+/// skipped with a warning naming it, so that one bad file does not stop the daemon.
+pub fn load_all(data_root: &Path) -> Result<Vec<ContainerRecord>> {
+    let dir = data_root.join("containers");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(EngineError::io("read directory", dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path().join("config.json");
+        match std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<ContainerRecord>(&b).map_err(|e| e.to_string()))
+        {
+            Ok(rec) if Some(rec.id.as_str()) == entry.file_name().to_str() => out.push(rec),
+            Ok(_) => {
+                tracing::warn!(path = %path.display(), "container record does not match its directory; skipped")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "unreadable container record; skipped")
+            }
+        }
+    }
+    out.sort_by(|a, b| a.created.cmp(&b.created));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn bad_records_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = dir.path().join("containers/abc");
+        std::fs::create_dir_all(&c).unwrap();
+        std::fs::write(c.join("config.json"), b"{not json").unwrap();
+        assert!(load_all(dir.path()).unwrap().is_empty());
+    }
+}
