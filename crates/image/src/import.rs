@@ -3,7 +3,7 @@
 //! The stream is read once: decompressed bytes go both to the layer blob (stored
 //! uncompressed, so its digest is the diff id) and to the unpacker.
 
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 
 use oci_spec::image::{Arch, Config, HistoryBuilder, ImageConfiguration, Os, RootFs};
 
@@ -24,6 +24,34 @@ pub struct ImportOptions<'a> {
     pub changes: Vec<String>,
     /// Commit message, recorded in the image history.
     pub message: Option<String>,
+}
+
+const CHUNK: usize = 1 << 20;
+
+/// Batches bytes into chunks for the blob writer thread.
+struct ChunkSender {
+    buf: Vec<u8>,
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .send(chunk)
+            .map_err(|_| io::Error::other("blob writer stopped"))
+    }
 }
 
 /// Copies everything read through it into `sink`.
@@ -52,15 +80,36 @@ impl ImageStore {
             .map_err(|e| ImageError::Archive(format!("reading the tarball: {e}")))?;
         let blob = self.content.temp_file()?;
         let blob_path = blob.path().to_path_buf();
-        let mut tee = Tee {
-            inner: input,
-            sink: BufWriter::with_capacity(1 << 20, blob.as_file()),
-        };
-        let meta = self.layers.unpack(&mut tee, None, None, &self.limits)?;
-        tee.sink
-            .flush()
-            .map_err(|e| ImageError::io(&blob_path, "write blob", e))?;
-        drop(tee);
+        // The blob is written by a second thread, so that unpacking (metadata-bound) and
+        // writing the blob (bandwidth-bound) overlap.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+        let meta = std::thread::scope(|s| {
+            let writer = s.spawn(|| -> io::Result<()> {
+                let mut f = blob.as_file();
+                for chunk in rx {
+                    f.write_all(&chunk)?;
+                }
+                Ok(())
+            });
+            let mut tee = Tee {
+                inner: input,
+                sink: ChunkSender {
+                    buf: Vec::with_capacity(CHUNK),
+                    tx,
+                },
+            };
+            let unpacked = self.layers.unpack(&mut tee, None, None, &self.limits);
+            let flushed = tee.sink.flush();
+            drop(tee);
+            let written = writer
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("blob writer panicked")));
+            let meta = unpacked?;
+            flushed
+                .and(written)
+                .map_err(|e| ImageError::io(&blob_path, "write blob", e))?;
+            Ok::<_, ImageError>(meta)
+        })?;
         let size = self.content_size_of(&blob_path)?;
         // The blob is the uncompressed tar, so its digest is the diff id computed while
         // unpacking.

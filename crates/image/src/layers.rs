@@ -110,6 +110,13 @@ impl LayerStore {
         expected_diff_id: Option<&Digest>,
         limits: &UnpackLimits,
     ) -> Result<LayerMeta> {
+        self.unpack_pending(reader, limits)?
+            .commit(self, parent, expected_diff_id)
+    }
+
+    /// Unpacks into a temporary directory; [`PendingLayer::commit`] moves it into place once
+    /// the caller knows where the layer goes (its parent) and what it must be.
+    pub fn unpack_pending(&self, reader: impl Read, limits: &UnpackLimits) -> Result<PendingLayer> {
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempdir_in(&self.dir)
@@ -123,7 +130,35 @@ impl LayerStore {
         let stats = unpack::unpack(&mut hashing, &diff, limits)?;
         // The tar reader stops at the end-of-archive marker; the diff id covers every byte.
         io::copy(&mut hashing, &mut io::sink()).map_err(unpack::UnpackError::Read)?;
-        let diff_id = Digest::from_hasher(hashing.hasher);
+        Ok(PendingLayer {
+            tmp,
+            diff_id: Digest::from_hasher(hashing.hasher),
+            size: stats.bytes,
+            entries: stats.entries,
+            owners: stats.owners,
+        })
+    }
+}
+
+/// An unpacked layer not yet in the store. Dropped without commit, it is removed.
+pub struct PendingLayer {
+    tmp: tempfile::TempDir,
+    pub diff_id: Digest,
+    size: u64,
+    entries: u64,
+    owners: LayerOwners,
+}
+
+impl PendingLayer {
+    /// Checks the diff id and moves the layer to `layers/<chain id>`. If that layer exists
+    /// already (unpacked meanwhile by someone else) this copy is dropped.
+    pub fn commit(
+        self,
+        store: &LayerStore,
+        parent: Option<&Digest>,
+        expected_diff_id: Option<&Digest>,
+    ) -> Result<LayerMeta> {
+        let diff_id = self.diff_id;
         if let Some(exp) = expected_diff_id {
             if *exp != diff_id {
                 return Err(ImageError::DigestMismatch {
@@ -140,22 +175,22 @@ impl LayerStore {
         let meta = LayerMeta {
             chain_id: chain_id.clone(),
             diff_id,
-            size: stats.bytes,
-            entries: stats.entries,
-            owners: stats.owners,
+            size: self.size,
+            entries: self.entries,
+            owners: self.owners,
         };
+        let tmp = self.tmp;
         let meta_path = tmp.path().join("meta.json");
         let json = serde_json::to_vec(&meta).map_err(|e| ImageError::json("layer meta", e))?;
         fs::write(&meta_path, json).map_err(|e| ImageError::io(&meta_path, "write", e))?;
-        let dest = self.dir.join(chain_id.hex());
-        if self.exists(&chain_id) {
-            // Someone unpacked the same layer meanwhile; `tmp` is dropped (removed).
+        let dest = store.dir.join(chain_id.hex());
+        if store.exists(&chain_id) {
             return Ok(meta);
         }
         let tmp_path = tmp.keep();
         if let Err(e) = fs::rename(&tmp_path, &dest) {
             let _ = fs::remove_dir_all(&tmp_path);
-            if !self.exists(&chain_id) {
+            if !store.exists(&chain_id) {
                 return Err(ImageError::io(&dest, "move layer into place", e));
             }
         }

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::sync::{mpsc, Mutex};
 
 use oci_spec::image::ImageConfiguration;
 use sha2::{Digest as _, Sha256};
@@ -17,6 +18,7 @@ use sha2::{Digest as _, Sha256};
 use crate::compress;
 use crate::digest::{chain_ids, Digest};
 use crate::error::{ImageError, Result};
+use crate::layers::PendingLayer;
 use crate::manifest::{self, Descriptor, IndexDoc, Manifest, Probe};
 use crate::media;
 use crate::reference::Reference;
@@ -40,6 +42,46 @@ struct Archive {
     _dir: tempfile::TempDir,
     files: HashMap<String, Staged>,
     links: HashMap<String, String>,
+    /// Layers unpacked while their member was being staged, by blob digest.
+    pending: Mutex<HashMap<Digest, PendingLayer>>,
+}
+
+/// At most this many layers are unpacked while the archive is read; others are unpacked
+/// from the stored blob afterwards.
+const MAX_SPECULATIVE: usize = 4;
+
+/// Does this member look like a layer (a tar, or a compressed stream) worth unpacking while
+/// it is read, before the archive's index says what it is?
+fn looks_like_layer(name: &str, head: &[u8]) -> bool {
+    let named = name.ends_with("layer.tar") || name.starts_with("blobs/");
+    let tar = head.len() >= 262 && &head[257..262] == b"ustar";
+    let compressed = head.starts_with(&[0x1f, 0x8b]) || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
+    named && (tar || compressed)
+}
+
+/// A reader over chunks sent by the archive reader.
+struct ChannelReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 fn bad(msg: impl Into<String>) -> ImageError {
@@ -76,67 +118,124 @@ impl Archive {
         let mut links = HashMap::new();
         let mut total = 0u64;
         let mut buf = vec![0u8; 1 << 20];
-        for (n, entry) in ar.entries().map_err(|e| bad(e.to_string()))?.enumerate() {
-            let mut entry = entry.map_err(|e| bad(format!("reading the archive: {e}")))?;
-            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            if raw.starts_with('/') {
-                return Err(bad(format!("member {raw:?} has an absolute name")));
-            }
-            let name = clean(&raw)?;
-            let kind = entry.header().entry_type();
-            if kind.is_file() {
-                let path = dir.path().join(n.to_string());
-                let mut f = io::BufWriter::with_capacity(
-                    1 << 20,
-                    File::create(&path).map_err(|e| ImageError::io(&path, "create", e))?,
-                );
-                let mut h = Sha256::new();
-                let mut size = 0u64;
-                loop {
-                    let k = entry
-                        .read(&mut buf)
-                        .map_err(|e| bad(format!("reading member {raw:?}: {e}")))?;
-                    if k == 0 {
-                        break;
-                    }
-                    size += k as u64;
-                    total += k as u64;
-                    if total > store.limits.max_bytes {
-                        return Err(bad(format!(
-                            "the archive is larger than the limit of {} bytes",
-                            store.limits.max_bytes
-                        )));
-                    }
-                    h.update(&buf[..k]);
-                    f.write_all(&buf[..k])
-                        .map_err(|e| ImageError::io(&path, "write", e))?;
+        let mut pending = HashMap::new();
+        std::thread::scope(|scope| -> Result<()> {
+            let mut spec: Vec<(
+                String,
+                std::thread::ScopedJoinHandle<'_, Result<PendingLayer>>,
+            )> = Vec::new();
+            for (n, entry) in ar.entries().map_err(|e| bad(e.to_string()))?.enumerate() {
+                let mut entry = entry.map_err(|e| bad(format!("reading the archive: {e}")))?;
+                let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+                if raw.starts_with('/') {
+                    return Err(bad(format!("member {raw:?} has an absolute name")));
                 }
-                f.flush().map_err(|e| ImageError::io(&path, "write", e))?;
-                let digest = Digest::from_hasher(h);
-                files.insert(name, Staged { path, digest, size });
-            } else if kind.is_symlink() || kind.is_hard_link() {
-                // Old `docker save` links a repeated layer to its first copy.
-                let target = entry
-                    .link_name()
-                    .map_err(|e| bad(e.to_string()))?
-                    .ok_or_else(|| bad(format!("link {raw:?} without a target")))?
-                    .to_string_lossy()
-                    .into_owned();
-                let base = if kind.is_symlink() {
-                    name.rsplit_once('/')
-                        .map(|(d, _)| d)
-                        .unwrap_or("")
-                        .to_string()
-                } else {
-                    String::new()
-                };
-                links.insert(name, clean(&format!("{base}/{target}"))?);
+                let name = clean(&raw)?;
+                let kind = entry.header().entry_type();
+                if kind.is_file() {
+                    let path = dir.path().join(n.to_string());
+                    let mut f = io::BufWriter::with_capacity(
+                        1 << 20,
+                        File::create(&path).map_err(|e| ImageError::io(&path, "create", e))?,
+                    );
+                    let mut h = Sha256::new();
+                    let mut size = 0u64;
+                    // Read the head first: if the member looks like a layer, it is also streamed
+                    // to an unpacker thread while it is staged.
+                    let mut head_len = 0;
+                    while head_len < 512 {
+                        let k = entry
+                            .read(&mut buf[head_len..])
+                            .map_err(|e| bad(format!("reading member {raw:?}: {e}")))?;
+                        if k == 0 {
+                            break;
+                        }
+                        head_len += k;
+                    }
+                    let running = spec.iter().filter(|(_, j)| !j.is_finished()).count();
+                    let mut tx = None;
+                    if running < MAX_SPECULATIVE && looks_like_layer(&name, &buf[..head_len]) {
+                        let (t, rx) = mpsc::sync_channel::<Vec<u8>>(16);
+                        tx = Some(t);
+                        let reader = ChannelReader {
+                            rx,
+                            cur: Vec::new(),
+                            pos: 0,
+                        };
+                        spec.push((
+                            name.clone(),
+                            scope.spawn(move || {
+                                let (_, tar) =
+                                    compress::decompress(reader).map_err(|e| bad(e.to_string()))?;
+                                store.layers.unpack_pending(tar, &store.limits)
+                            }),
+                        ));
+                    }
+                    let mut first = Some(head_len);
+                    loop {
+                        let k = match first.take() {
+                            Some(k) => k,
+                            None => entry
+                                .read(&mut buf)
+                                .map_err(|e| bad(format!("reading member {raw:?}: {e}")))?,
+                        };
+                        if k == 0 {
+                            break;
+                        }
+                        if let Some(t) = &tx {
+                            // An unpacker that gave up (a bad layer) is not an error yet: the
+                            // layer may be unused, and is unpacked again from its blob if used.
+                            if t.send(buf[..k].to_vec()).is_err() {
+                                tx = None;
+                            }
+                        }
+                        size += k as u64;
+                        total += k as u64;
+                        if total > store.limits.max_bytes {
+                            return Err(bad(format!(
+                                "the archive is larger than the limit of {} bytes",
+                                store.limits.max_bytes
+                            )));
+                        }
+                        h.update(&buf[..k]);
+                        f.write_all(&buf[..k])
+                            .map_err(|e| ImageError::io(&path, "write", e))?;
+                    }
+                    f.flush().map_err(|e| ImageError::io(&path, "write", e))?;
+                    drop(tx);
+                    let digest = Digest::from_hasher(h);
+                    files.insert(name, Staged { path, digest, size });
+                } else if kind.is_symlink() || kind.is_hard_link() {
+                    // Old `docker save` links a repeated layer to its first copy.
+                    let target = entry
+                        .link_name()
+                        .map_err(|e| bad(e.to_string()))?
+                        .ok_or_else(|| bad(format!("link {raw:?} without a target")))?
+                        .to_string_lossy()
+                        .into_owned();
+                    let base = if kind.is_symlink() {
+                        name.rsplit_once('/')
+                            .map(|(d, _)| d)
+                            .unwrap_or("")
+                            .to_string()
+                    } else {
+                        String::new()
+                    };
+                    links.insert(name, clean(&format!("{base}/{target}"))?);
+                }
             }
-        }
+            for (name, job) in spec {
+                if let (Ok(Ok(layer)), Some(staged)) = (job.join(), files.get(&name)) {
+                    pending.entry(staged.digest.clone()).or_insert(layer);
+                }
+            }
+            Ok(())
+        })?;
         Ok(Archive {
             _dir: dir,
             files,
             links,
+            pending: Mutex::new(pending),
         })
     }
 
@@ -224,7 +323,7 @@ impl ImageStore {
         }
         let mut out = Vec::new();
         for f in merged {
-            out.push(self.store_found(f)?);
+            out.push(self.store_found(&ar, f)?);
         }
         Ok(out)
     }
@@ -308,7 +407,7 @@ impl ImageStore {
     }
 
     /// Stores one image: blobs into the content store, missing layers unpacked, index updated.
-    fn store_found(&self, f: Found<'_>) -> Result<LoadedImage> {
+    fn store_found(&self, ar: &Archive, f: Found<'_>) -> Result<LoadedImage> {
         let id = f.config.digest.clone();
         let config_bytes =
             fs::read(&f.config.path).map_err(|e| ImageError::io(&f.config.path, "read", e))?;
@@ -351,7 +450,7 @@ impl ImageStore {
                 unpacked_size: 0,
             });
         }
-        self.unpack_missing(&mut layers)?;
+        self.unpack_missing(&mut layers, &ar.pending)?;
         let manifest = match f.manifest {
             Some(m) => {
                 self.content.adopt(&m.path, &m.digest)?;
@@ -376,7 +475,25 @@ impl ImageStore {
 
     /// Unpacks the layers not yet in the layer store, in parallel (each layer is its own tree),
     /// and fills in every layer's unpacked size.
-    pub(crate) fn unpack_missing(&self, layers: &mut [Layer]) -> Result<()> {
+    fn unpack_missing(
+        &self,
+        layers: &mut [Layer],
+        pending: &Mutex<HashMap<Digest, PendingLayer>>,
+    ) -> Result<()> {
+        // Layers unpacked while the archive was read only need moving into place.
+        for i in 0..layers.len() {
+            if self.layers.exists(&layers[i].chain_id) {
+                continue;
+            }
+            let p = pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&layers[i].digest);
+            if let Some(p) = p {
+                let parent = i.checked_sub(1).map(|p| layers[p].chain_id.clone());
+                p.commit(&self.layers, parent.as_ref(), Some(&layers[i].diff_id))?;
+            }
+        }
         let todo: Vec<usize> = (0..layers.len())
             .filter(|&i| !self.layers.exists(&layers[i].chain_id))
             .collect();

@@ -31,6 +31,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::rc::Rc;
 
 use rustix::fs::{
     self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags,
@@ -123,7 +124,12 @@ pub fn unpack(
         source: e.into(),
     })?;
     let mut u = Unpacker {
-        root,
+        root: Rc::new(root),
+        umask: current_umask(),
+        creds: (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        ),
         limits: *limits,
         stats: UnpackStats::default(),
         cache: None,
@@ -146,12 +152,16 @@ pub fn unpack(
 }
 
 struct Unpacker {
-    root: OwnedFd,
+    root: Rc<OwnedFd>,
     limits: UnpackLimits,
+    /// The process umask, and whether files we create are already ours (root, gid 0): then
+    /// a file whose wanted mode and owner match what creation gives needs no chmod/chown.
+    umask: u32,
+    creds: (u32, u32),
     stats: UnpackStats,
     /// The last parent directory opened (its normalised path), reused by the next entry in the
     /// same directory. Cleared whenever anything is removed, so it never names a stale tree.
-    cache: Option<(Vec<u8>, OwnedFd)>,
+    cache: Option<(Vec<u8>, Dir)>,
     /// Directory mtimes, applied after all entries (creating children changes them).
     dir_times: Vec<(Vec<u8>, u64)>,
     buf: Vec<u8>,
@@ -243,8 +253,8 @@ impl Unpacker {
         let Some((&name, parent)) = comps.split_last() else {
             // The layer's root itself (`./`).
             if kind.is_dir() {
-                let root = self.root.try_clone().map_err(io_err(&raw, "dup"))?;
-                self.apply_meta(&root, &raw, &meta)?;
+                let root = self.root.clone();
+                self.apply_meta(&*root, &raw, &meta)?;
                 self.dir_times.push((Vec::new(), meta.mtime));
             }
             return Ok(());
@@ -259,7 +269,7 @@ impl Unpacker {
         match kind {
             T::Directory => {
                 let pfd = self.parent(&raw, parent)?;
-                let fd = self.make_dir(&pfd, &raw, name)?;
+                let fd = self.make_dir(&pfd.fd, &raw, name)?;
                 self.stats.owners.note(meta.uid, meta.gid, &rel);
                 self.apply_meta(&fd, &raw, &meta)?;
                 self.dir_times.push((rel, meta.mtime));
@@ -273,12 +283,17 @@ impl Unpacker {
                     });
                 }
                 let pfd = self.parent(&raw, parent)?;
-                let fd = self.create_file(&pfd, &raw, name)?;
+                let create_mode = meta.mode & 0o777;
+                let fd = self.create_file(&pfd.fd, &raw, name, create_mode)?;
                 let mut file = File::from(fd);
                 let written = self.copy_data(&mut entry, &mut file, &raw)?;
                 self.stats.bytes += written;
                 self.stats.owners.note(meta.uid, meta.gid, &rel);
-                self.apply_meta(&file, &raw, &meta)?;
+                // Creation already gave the file our owner (unless the parent is setgid) and
+                // `mode & !umask`: skip the syscalls that would change nothing.
+                let owner_ok = (meta.uid, meta.gid) == self.creds && !pfd.setgid;
+                let mode_ok = meta.mode == create_mode && meta.mode & self.umask == 0;
+                self.apply_meta_with(&file, &raw, &meta, !owner_ok, !mode_ok)?;
             }
             T::Symlink => {
                 let target = entry
@@ -292,12 +307,12 @@ impl Unpacker {
                     ));
                 }
                 let pfd = self.parent(&raw, parent)?;
-                self.replace_if_exists(&pfd, &raw, name, |pfd| {
+                self.replace_if_exists(&pfd.fd, &raw, name, |pfd| {
                     rfs::symlinkat(os(&target), pfd, os(name))
                 })?;
                 let id = |v| Some(rfs_uid(v));
                 rfs::chownat(
-                    &pfd,
+                    &*pfd.fd,
                     os(name),
                     id(meta.uid),
                     Some(rfs_gid(meta.gid)),
@@ -305,7 +320,7 @@ impl Unpacker {
                 )
                 .map_err(io_err(&raw, "chown symlink"))?;
                 let t = times(meta.mtime);
-                rfs::utimensat(&pfd, os(name), &t, AtFlags::SYMLINK_NOFOLLOW)
+                rfs::utimensat(&*pfd.fd, os(name), &t, AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(io_err(&raw, "set symlink times"))?;
                 self.stats.owners.note(meta.uid, meta.gid, &rel);
             }
@@ -320,21 +335,22 @@ impl Unpacker {
                     return Err(rejected(&raw, "hardlink to the layer root"));
                 };
                 let tpfd = self.parent_no_create(&raw, tparent)?;
-                let st = rfs::statat(&tpfd, os(tname), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
-                    rejected(
-                        &raw,
-                        format!(
-                            "hardlink target {:?} is not an earlier entry of this layer ({e})",
-                            String::from_utf8_lossy(&target_raw)
-                        ),
-                    )
-                })?;
+                let st =
+                    rfs::statat(&*tpfd.fd, os(tname), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
+                        rejected(
+                            &raw,
+                            format!(
+                                "hardlink target {:?} is not an earlier entry of this layer ({e})",
+                                String::from_utf8_lossy(&target_raw)
+                            ),
+                        )
+                    })?;
                 if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
                     return Err(rejected(&raw, "hardlink to a directory"));
                 }
                 let pfd = self.parent(&raw, parent)?;
-                self.replace_if_exists(&pfd, &raw, name, |pfd| {
-                    rfs::linkat(&tpfd, os(tname), pfd, os(name), AtFlags::empty())
+                self.replace_if_exists(&pfd.fd, &raw, name, |pfd| {
+                    rfs::linkat(&*tpfd.fd, os(tname), pfd, os(name), AtFlags::empty())
                 })?;
             }
             T::Char | T::Block | T::Fifo => {
@@ -362,7 +378,7 @@ impl Unpacker {
     fn whiteout(&mut self, raw: &[u8], parent: &[&[u8]], name: &[u8]) -> Result<(), UnpackError> {
         if name == OPAQUE_MARKER {
             let dir = self.parent(raw, parent)?;
-            return rfs::fsetxattr(&dir, OPAQUE_XATTR, b"y", XattrFlags::empty())
+            return rfs::fsetxattr(&*dir.fd, OPAQUE_XATTR, b"y", XattrFlags::empty())
                 .map_err(io_err(raw, "set the opaque attribute"));
         }
         if name.starts_with(b".wh..wh.") {
@@ -374,7 +390,7 @@ impl Unpacker {
             return Err(rejected(raw, "whiteout of an empty name, `.` or `..`"));
         }
         let pfd = self.parent(raw, parent)?;
-        self.replace_if_exists(&pfd, raw, target, |pfd| {
+        self.replace_if_exists(&pfd.fd, raw, target, |pfd| {
             rfs::mknodat(pfd, os(target), FileType::CharacterDevice, Mode::empty(), 0)
         })?;
         Ok(())
@@ -382,28 +398,25 @@ impl Unpacker {
 
     /// Opens (creating as needed) the directory `comps` beneath the root, never following a
     /// symlink.
-    fn parent(&mut self, raw: &[u8], comps: &[&[u8]]) -> Result<OwnedFd, UnpackError> {
+    fn parent(&mut self, raw: &[u8], comps: &[&[u8]]) -> Result<Dir, UnpackError> {
         self.open_dir(raw, comps, true)
     }
 
-    fn parent_no_create(&mut self, raw: &[u8], comps: &[&[u8]]) -> Result<OwnedFd, UnpackError> {
+    fn parent_no_create(&mut self, raw: &[u8], comps: &[&[u8]]) -> Result<Dir, UnpackError> {
         self.open_dir(raw, comps, false)
     }
 
-    fn open_dir(
-        &mut self,
-        raw: &[u8],
-        comps: &[&[u8]],
-        create: bool,
-    ) -> Result<OwnedFd, UnpackError> {
-        if comps.is_empty() {
-            return self.root.try_clone().map_err(io_err(raw, "dup"));
-        }
+    fn open_dir(&mut self, raw: &[u8], comps: &[&[u8]], create: bool) -> Result<Dir, UnpackError> {
         let path = join(comps);
-        if let Some((p, fd)) = &self.cache {
+        if let Some((p, dir)) = &self.cache {
             if *p == path {
-                return fd.try_clone().map_err(io_err(raw, "dup"));
+                return Ok(dir.clone());
             }
+        }
+        if comps.is_empty() {
+            let dir = Dir::new(self.root.clone(), raw)?;
+            self.cache = Some((path, dir.clone()));
+            return Ok(dir);
         }
         let how = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
         let resolve =
@@ -422,15 +435,16 @@ impl Unpacker {
             }
             Err(e) => return Err(io_err(raw, "open parent directory")(e)),
         };
-        self.cache = Some((path, fd.try_clone().map_err(io_err(raw, "dup"))?));
-        Ok(fd)
+        let dir = Dir::new(Rc::new(fd), raw)?;
+        self.cache = Some((path, dir.clone()));
+        Ok(dir)
     }
 
     /// Walks `comps` one `O_NOFOLLOW` step at a time, creating missing directories (0755,
     /// root-owned, as Docker does for parents a layer does not list).
     fn walk_create(&mut self, raw: &[u8], comps: &[&[u8]]) -> Result<OwnedFd, UnpackError> {
-        let mut cur = self.root.try_clone().map_err(io_err(raw, "dup"))?;
-        for c in comps {
+        let mut cur = self.make_dir_with_mode(&self.root.clone(), raw, comps[0], 0o755)?;
+        for c in &comps[1..] {
             cur = self.make_dir_with_mode(&cur, raw, c, 0o755)?;
         }
         Ok(cur)
@@ -477,14 +491,15 @@ impl Unpacker {
         pfd: &OwnedFd,
         raw: &[u8],
         name: &[u8],
+        mode: u32,
     ) -> Result<OwnedFd, UnpackError> {
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        match rfs::openat(pfd, os(name), flags, Mode::from_raw_mode(0o600)) {
+        match rfs::openat(pfd, os(name), flags, Mode::from_raw_mode(mode)) {
             Ok(fd) => Ok(fd),
             Err(Errno::EXIST) => {
                 self.remove_at(pfd, raw, name)?;
-                rfs::openat(pfd, os(name), flags, Mode::from_raw_mode(0o600))
+                rfs::openat(pfd, os(name), flags, Mode::from_raw_mode(mode))
                     .map_err(io_err(raw, "create file"))
             }
             Err(e) => Err(io_err(raw, "create file")(e)),
@@ -547,9 +562,24 @@ impl Unpacker {
     /// Owner, then mode (chown clears setuid bits), then xattrs (chown clears
     /// security.capability), then times.
     fn apply_meta(&mut self, fd: &impl AsFd, raw: &[u8], m: &Meta) -> Result<(), UnpackError> {
-        rfs::fchown(fd, Some(rfs_uid(m.uid)), Some(rfs_gid(m.gid)))
-            .map_err(io_err(raw, "chown"))?;
-        rfs::fchmod(fd, Mode::from_raw_mode(m.mode)).map_err(io_err(raw, "chmod"))?;
+        self.apply_meta_with(fd, raw, m, true, true)
+    }
+
+    fn apply_meta_with(
+        &mut self,
+        fd: &impl AsFd,
+        raw: &[u8],
+        m: &Meta,
+        chown: bool,
+        chmod: bool,
+    ) -> Result<(), UnpackError> {
+        if chown {
+            rfs::fchown(fd, Some(rfs_uid(m.uid)), Some(rfs_gid(m.gid)))
+                .map_err(io_err(raw, "chown"))?;
+        }
+        if chmod || chown {
+            rfs::fchmod(fd, Mode::from_raw_mode(m.mode)).map_err(io_err(raw, "chmod"))?;
+        }
         for (k, v) in &m.xattrs {
             rfs::fsetxattr(fd, os(k), v, XattrFlags::empty()).map_err(io_err(raw, "set xattr"))?;
         }
@@ -578,6 +608,37 @@ impl Unpacker {
             }
         }
     }
+}
+
+/// An open directory of the layer, shared without dup'ing the fd.
+#[derive(Clone)]
+struct Dir {
+    fd: Rc<OwnedFd>,
+    /// New files in a setgid directory take its group, not ours.
+    setgid: bool,
+}
+
+impl Dir {
+    fn new(fd: Rc<OwnedFd>, raw: &[u8]) -> Result<Dir, UnpackError> {
+        let st = rfs::fstat(&*fd).map_err(io_err(raw, "stat parent directory"))?;
+        Ok(Dir {
+            setgid: st.st_mode & libc::S_ISGID != 0,
+            fd,
+        })
+    }
+}
+
+/// The process umask, read without changing it (`Umask:` in /proc/self/status); if unknown,
+/// assume the strictest so that modes are always set explicitly.
+fn current_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o777)
 }
 
 fn rfs_uid(v: u32) -> rfs::Uid {
