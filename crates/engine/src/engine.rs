@@ -255,7 +255,7 @@ impl Engine {
         if !rec.is_running() {
             return;
         }
-        match UnixStream::connect(entry.paths.socket()).await {
+        match connect_monitor(&entry.paths).await {
             Ok(stream) => {
                 self.attach_monitor(entry, stream);
             }
@@ -519,7 +519,7 @@ impl Engine {
                 )));
             }
         };
-        let stream = UnixStream::connect(paths.socket()).await.map_err(|e| {
+        let stream = connect_monitor(paths).await.map_err(|e| {
             EngineError::System(format!(
                 "connecting to the monitor at {}: {e}",
                 paths.socket().display()
@@ -1015,6 +1015,11 @@ impl Engine {
             e.io().monitor = None;
         }
     }
+}
+
+async fn connect_monitor(paths: &Paths) -> std::io::Result<UnixStream> {
+    let p = store::SocketPath::new(&paths.socket())?;
+    UnixStream::connect(p.path()).await
 }
 
 fn open_monitor_log(paths: &Paths) -> Result<std::fs::File> {

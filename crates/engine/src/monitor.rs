@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::logs::{self, Stream};
 use crate::proto::{self, ExitStatus, Kind};
-use crate::store::write_atomic;
+use crate::store::{write_atomic, SocketPath};
 use crate::timefmt;
 
 /// What the daemon tells a monitor, in `DIR/monitor.json`.
@@ -161,7 +161,8 @@ fn serve(cfg: &MonitorConfig, launcher: &dyn Launcher) -> Result<(), String> {
     }
 
     let _ = std::fs::remove_file(&cfg.socket);
-    let listener = UnixListener::bind(&cfg.socket)
+    let listener = SocketPath::new(&cfg.socket)
+        .and_then(|p| UnixListener::bind(p.path()))
         .map_err(|e| format!("listening on {}: {e}", cfg.socket.display()))?;
 
     let shared = Arc::new(Shared {

@@ -28,6 +28,28 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     res
 }
 
+/// A unix socket path short enough for `sun_path` (108 bytes) however deep the exec root
+/// is: `/proc/self/fd/N/NAME` through an open descriptor of the socket's directory. Keep the
+/// value alive while binding or connecting.
+pub struct SocketPath {
+    _dir: std::fs::File,
+    path: PathBuf,
+}
+
+impl SocketPath {
+    pub fn new(socket: &Path) -> std::io::Result<SocketPath> {
+        use std::os::fd::AsRawFd;
+        let dir = std::fs::File::open(socket.parent().unwrap_or(Path::new("/")))?;
+        let name = socket.file_name().unwrap_or_default();
+        let path = Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
+        Ok(SocketPath { _dir: dir, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// The paths of one container.
 #[derive(Debug, Clone)]
 pub struct Paths {

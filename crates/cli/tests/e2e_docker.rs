@@ -1,0 +1,665 @@
+//! End to end: the real docker CLI (/usr/local/bin/docker) against `berth daemon` on a
+//! temporary socket, data root and exec root, with the busybox fixture imported as `busybox`
+//! and `alpine`. The scenario both ways runs on a scratch "log" directory made here, never
+//! on the real /var/log.
+//!
+//! Only `remap_default_scenario_real_etc` uses `--userns-remap=default` against the real
+//! /etc (it may create `dockremap`, idempotently); the other remapped daemons read account
+//! files from a temporary root (BERTH_ETC_ROOT).
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const DOCKER: &str = "/usr/local/bin/docker";
+
+/// Generous: only there so that a hang fails instead of blocking CI forever.
+const TIMEOUT: &str = "120";
+
+/// A `berth daemon` on its own socket and roots; killed by pid and cleaned up on drop.
+struct Daemon {
+    child: Option<Child>,
+    dir: PathBuf,
+    sock: PathBuf,
+    etc_root: Option<PathBuf>,
+    remap: Option<String>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Daemon {
+    fn start(remap: Option<&str>, etc_root: Option<&Path>) -> Daemon {
+        berth_testkit::require_root();
+        let tmp = berth_testkit::tempdir("berth-e2e-");
+        let dir = tmp.path().to_path_buf();
+        let mut d = Daemon {
+            child: None,
+            sock: dir.join("docker.sock"),
+            dir,
+            etc_root: etc_root.map(Path::to_path_buf),
+            remap: remap.map(String::from),
+            _tmp: Some(tmp),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.arg("daemon")
+            .arg("-H")
+            .arg(format!("unix://{}", self.sock.display()))
+            .arg("--data-root")
+            .arg(self.dir.join("data"))
+            .arg("--exec-root")
+            .arg(self.dir.join("exec"))
+            .arg("--pidfile")
+            .arg(self.dir.join("berth.pid"))
+            .arg("--config-file")
+            .arg(self.empty_config())
+            .arg("--log-level")
+            .arg("debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("daemon.log")).unwrap());
+        if let Some(r) = &self.remap {
+            cmd.arg(format!("--userns-remap={r}"));
+        }
+        match &self.etc_root {
+            Some(root) => cmd.env("BERTH_ETC_ROOT", root),
+            None => cmd.env_remove("BERTH_ETC_ROOT"),
+        };
+        self.child = Some(cmd.spawn().expect("start berth daemon"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while UnixStream::connect(&self.sock).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("berth daemon exited ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon socket never came up:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The daemon reads /etc/berth/daemon.json by default: give it an empty one of its own.
+    fn empty_config(&self) -> PathBuf {
+        let p = self.dir.join("daemon.json");
+        std::fs::write(&p, "{}").unwrap();
+        p
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait; SIGKILL if it does not stop.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        self.docker_stdin(args, None)
+    }
+
+    fn docker_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let host = format!("unix://{}", self.sock.display());
+        let mut cmd = Command::new("timeout");
+        cmd.arg(TIMEOUT).arg(DOCKER).arg("-H").arg(&host).args(args);
+        cmd.env_remove("DOCKER_HOST")
+            .env("DOCKER_CONFIG", self.dir.join("docker-config"));
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run docker");
+        if let Some(input) = stdin {
+            child.stdin.take().unwrap().write_all(input).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs docker and insists on success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn import_busybox(&self) {
+        let tar = berth_testkit::busybox_tar();
+        self.ok(&["import", tar.to_str().unwrap(), "busybox"]);
+        self.ok(&["tag", "busybox", "alpine"]);
+    }
+
+    /// A raw HTTP/1.1 request on the socket; returns (status, body).
+    fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let mut s = UnixStream::connect(&self.sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+        // Monitors outlive the daemon by design: stop the ones this daemon started (their
+        // command line names our exec root), then unmount what is left under our directory.
+        let exec = self.dir.join("exec");
+        for pid in pids_mentioning(&exec) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        unmount_under(&self.dir);
+    }
+}
+
+fn pids_mentioning(path: &Path) -> Vec<i32> {
+    let needle = path.to_string_lossy().into_owned();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn unmount_under(dir: &Path) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(String::from))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A scratch directory shaped like /var/log: files owned by root:root, root:adm, 104:adm.
+fn log_dir(parent: &Path) -> PathBuf {
+    let d = parent.join("log");
+    std::fs::create_dir_all(d.join("apt")).unwrap();
+    for (name, uid, gid, mode) in [
+        ("bootstrap.log", 0, 0, 0o644),
+        ("dmesg", 0, 4, 0o640),
+        ("syslog", 104, 4, 0o640),
+    ] {
+        let p = d.join(name);
+        std::fs::write(&p, format!("{name}\n")).unwrap();
+        chown(&p, Some(uid), Some(gid)).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    d
+}
+
+/// The owner and group columns of `ls -l` for `name`.
+fn owners(listing: &str, name: &str) -> (String, String) {
+    let line = listing
+        .lines()
+        .find(|l| l.split_whitespace().last() == Some(name))
+        .unwrap_or_else(|| panic!("{name} not in listing:\n{listing}"));
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    (cols[2].to_string(), cols[3].to_string())
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Account files for a remap user `remap` with 100000:65536, under a temporary root.
+fn fake_etc(parent: &Path) -> PathBuf {
+    let root = parent.join("etc-root");
+    let etc = root.join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(
+        etc.join("passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nremap:x:999:999::/:/bin/false\n",
+    )
+    .unwrap();
+    std::fs::write(etc.join("group"), "root:x:0:\nremap:x:999:\n").unwrap();
+    std::fs::write(etc.join("subuid"), "remap:100000:65536\n").unwrap();
+    std::fs::write(etc.join("subgid"), "remap:100000:65536\n").unwrap();
+    root
+}
+
+#[test]
+fn scenario_without_remap_shows_real_owners_and_rm_works() {
+    let d = Daemon::start(None, None);
+    d.import_busybox();
+    let logs = log_dir(&d.dir);
+    let bind = format!("{}:/var/log", logs.display());
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &bind,
+        "--name=demo",
+        "alpine",
+        "ls",
+        "-latr",
+        "/var/log/",
+    ]);
+    assert_eq!(
+        owners(&out, "bootstrap.log"),
+        ("root".into(), "root".into())
+    );
+    assert_eq!(owners(&out, "dmesg"), ("root".into(), "adm".into()));
+    assert_eq!(owners(&out, "syslog"), ("104".into(), "adm".into()));
+    assert_eq!(owners(&out, "apt"), ("root".into(), "root".into()));
+
+    d.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &bind,
+        "alpine",
+        "rm",
+        "/var/log/syslog",
+    ]);
+    assert!(
+        !logs.join("syslog").exists(),
+        "root in the container removes host files without remap"
+    );
+    // --rm removed both containers.
+    assert_eq!(d.ok(&["ps", "-aq"]).trim(), "");
+}
+
+/// Everything about a remapped daemon, checked on the `default` user with the real /etc
+/// (the one test allowed to touch it: creating `dockremap` is idempotent).
+#[test]
+fn remap_default_scenario_real_etc() {
+    let d = Daemon::start(Some("default"), None);
+    d.import_busybox();
+    let logs = log_dir(&d.dir);
+    let bind = format!("{}:/var/log", logs.display());
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &bind,
+        "--name=demo",
+        "alpine",
+        "ls",
+        "-latr",
+        "/var/log/",
+    ]);
+    for name in ["bootstrap.log", "dmesg", "syslog", "apt", "."] {
+        assert_eq!(
+            owners(&out, name),
+            ("nobody".into(), "nobody".into()),
+            "{name} in\n{out}"
+        );
+    }
+    // The container's own files (its image) still belong to its root.
+    assert_eq!(owners(&out, ".."), ("root".into(), "root".into()), "{out}");
+
+    for (cmd, msg) in [
+        ("rm /var/log/syslog", "Permission denied"),
+        ("chown 0:0 /var/log/dmesg", "Operation not permitted"),
+        (
+            "chmod 777 /var/log/bootstrap.log",
+            "Operation not permitted",
+        ),
+        ("touch /var/log/bootstrap.log", "Permission denied"),
+    ] {
+        let o = d.docker(&["run", "--rm", "-v", &bind, "alpine", "sh", "-c", cmd]);
+        assert!(!o.status.success(), "{cmd} succeeded under remap");
+        assert!(stderr(&o).contains(msg), "{cmd}: {}", stderr(&o));
+    }
+    assert!(logs.join("syslog").exists(), "the host file is still there");
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(logs.join("dmesg")).unwrap();
+    assert_eq!((md.uid(), md.gid(), md.mode() & 0o777), (0, 4, 0o640));
+
+    let info = d.ok(&["info", "--format", "{{json .SecurityOptions}}"]);
+    assert!(info.contains("name=userns"), "{info}");
+    let uid_map = d.ok(&["run", "--rm", "busybox", "cat", "/proc/self/uid_map"]);
+    let cols: Vec<&str> = uid_map.split_whitespace().collect();
+    assert_eq!(cols[0], "0");
+    assert_ne!(
+        cols[1], "0",
+        "container root must not be host root: {uid_map}"
+    );
+}
+
+#[test]
+fn remap_refusals_userns_host_and_inspect() {
+    let tmp = berth_testkit::tempdir("berth-e2e-etc-");
+    let etc = fake_etc(tmp.path());
+    let d = Daemon::start(Some("remap"), Some(&etc));
+    d.import_busybox();
+    for (flag, msg) in [
+        (
+            "--privileged",
+            "privileged mode is incompatible with user namespaces",
+        ),
+        (
+            "--net=host",
+            "cannot share the host's network namespace when user namespaces are enabled",
+        ),
+        (
+            "--pid=host",
+            "cannot share the host PID namespace when user namespaces are enabled",
+        ),
+    ] {
+        let o = d.docker(&["run", "--rm", flag, "busybox", "true"]);
+        assert_eq!(o.status.code(), Some(125), "{flag}");
+        assert!(stderr(&o).contains(msg), "{flag}: {}", stderr(&o));
+        // Allowed with --userns=host.
+        let id = d.ok(&["create", flag, "--userns=host", "busybox", "true"]);
+        d.ok(&["rm", id.trim()]);
+    }
+    let host_map = d.ok(&[
+        "run",
+        "--rm",
+        "--userns=host",
+        "busybox",
+        "cat",
+        "/proc/self/uid_map",
+    ]);
+    assert_eq!(
+        host_map.split_whitespace().collect::<Vec<_>>(),
+        ["0", "0", "4294967295"]
+    );
+    let map = d.ok(&["run", "--rm", "busybox", "cat", "/proc/self/uid_map"]);
+    assert_eq!(
+        map.split_whitespace().collect::<Vec<_>>(),
+        ["0", "100000", "65536"]
+    );
+
+    d.ok(&["create", "--name", "mapped", "busybox", "true"]);
+    let maps = d.ok(&["inspect", "-f", "{{json .UsernsMaps}}", "mapped"]);
+    assert!(maps.contains("\"HostID\":100000"), "{maps}");
+    assert!(d.ok(&["info"]).contains("userns"));
+}
+
+#[test]
+fn exit_codes_stdin_names_logs_and_inspect() {
+    let d = Daemon::start(None, None);
+    d.import_busybox();
+    let o = d.docker(&["run", "--rm", "busybox", "sh", "-c", "exit 3"]);
+    assert_eq!(o.status.code(), Some(3));
+
+    let o = d.docker_stdin(&["run", "-i", "--rm", "busybox", "cat"], Some(b"hi\n"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hi\n");
+
+    let out = d.ok(&[
+        "run",
+        "--name",
+        "n1",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2",
+    ]);
+    assert_eq!(out, "out\n");
+    let o = d.docker(&["run", "--name", "n1", "busybox", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("is already in use by container"),
+        "{}",
+        stderr(&o)
+    );
+    let o = d.docker(&["create", "--name", "bad name!", "busybox", "true"]);
+    assert!(
+        stderr(&o).contains("Invalid container name"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = d.docker(&["logs", "n1"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+    assert_eq!(stderr(&o), "err\n");
+    d.ok(&[
+        "run",
+        "--name",
+        "t1",
+        "busybox",
+        "sh",
+        "-c",
+        "echo a; echo b",
+    ]);
+    assert_eq!(d.ok(&["logs", "--tail", "1", "t1"]), "b\n");
+    d.ok(&["rm", "t1"]);
+
+    assert_eq!(
+        d.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}} {{.Name}}",
+            "n1"
+        ])
+        .trim(),
+        "exited 0 /n1"
+    );
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{json .Config.Cmd}}", "n1"])
+            .trim(),
+        r#"["sh","-c","echo out; echo err >&2"]"#
+    );
+    assert_eq!(d.ok(&["wait", "n1"]).trim(), "0");
+    let ps = d.ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        "name=n1",
+        "--format",
+        "{{.Names}} {{.Status}}",
+    ]);
+    assert!(ps.starts_with("n1 Exited (0)"), "{ps}");
+    d.ok(&["rm", "n1"]);
+    assert_eq!(d.ok(&["ps", "-aq"]).trim(), "");
+
+    // A running container: stop, kill and rm -f.
+    let id = d
+        .ok(&[
+            "run",
+            "-d",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'exit 9' TERM; while true; do sleep 0.1; done",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{.State.Running}}", &id]).trim(),
+        "true"
+    );
+    let o = d.docker(&["rm", &id]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("container is running"),
+        "{}",
+        stderr(&o)
+    );
+    // The stop signal reaches the container's handler.
+    d.ok(&["stop", "-t", "60", &id]);
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{.State.ExitCode}}", &id]).trim(),
+        "9"
+    );
+    d.ok(&["start", &id]);
+    d.ok(&["kill", &id]);
+    assert_eq!(d.ok(&["wait", &id]).trim(), "137");
+    d.ok(&["rm", "-f", &id]);
+}
+
+#[test]
+fn tty_through_a_pty() {
+    let d = Daemon::start(None, None);
+    d.import_busybox();
+    let cmd = format!(
+        "{DOCKER} -H unix://{} run -it --rm busybox sh -c 'test -t 0 && test -t 1 && echo tty-ok; exit 5'",
+        d.sock.display()
+    );
+    let o = Command::new("timeout")
+        .args([TIMEOUT, "script", "-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .env("DOCKER_CONFIG", d.dir.join("docker-config"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("tty-ok"), "{out}\n{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(5), "{out}");
+}
+
+#[test]
+fn restart_keeps_containers_and_the_lock_refuses_a_second_daemon() {
+    let mut d = Daemon::start(None, None);
+    d.import_busybox();
+    let o = d.docker(&["run", "--name", "old", "busybox", "sh", "-c", "exit 4"]);
+    assert_eq!(o.status.code(), Some(4));
+
+    // A second daemon on the same data root is refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("daemon")
+        .arg("-H")
+        .arg(format!("unix://{}", d.dir.join("other.sock").display()))
+        .arg("--data-root")
+        .arg(d.dir.join("data"))
+        .arg("--exec-root")
+        .arg(d.dir.join("exec2"))
+        .arg("--config-file")
+        .arg(d.dir.join("daemon.json"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("in use by another berth daemon"),
+        "{}",
+        stderr(&out)
+    );
+
+    d.restart();
+    let ps = d.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.starts_with("old Exited (4)"), "{ps}");
+    assert_eq!(d.docker(&["start", "-a", "old"]).status.code(), Some(4));
+    assert_eq!(
+        d.ok(&["images", "--format", "{{.Repository}}"])
+            .lines()
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn bad_requests_get_json_errors_and_the_daemon_keeps_serving() {
+    let d = Daemon::start(None, None);
+    let cases = [
+        (
+            "POST",
+            "/v1.47/containers/create",
+            "{not json",
+            400,
+            "invalid JSON",
+        ),
+        (
+            "POST",
+            "/containers/create?name=bad%20name",
+            r#"{"Image":"busybox"}"#,
+            400,
+            "Invalid container name",
+        ),
+        (
+            "POST",
+            "/containers/create",
+            r#"{"Image":"nosuch"}"#,
+            404,
+            "No such image",
+        ),
+        (
+            "GET",
+            "/v1.47/containers/nosuch/json",
+            "",
+            404,
+            "No such container: nosuch",
+        ),
+        ("GET", "/v1.47/no/such/endpoint", "", 404, "page not found"),
+        (
+            "GET",
+            "/v1.99/info",
+            "",
+            400,
+            "client version 1.99 is too new. Maximum supported API version is 1.47",
+        ),
+        ("GET", "/v1.12/info", "", 400, "too old"),
+        (
+            "POST",
+            "/containers/nosuch/wait?condition=bogus",
+            "",
+            400,
+            "invalid condition",
+        ),
+    ];
+    for (method, path, body, status, msg) in cases {
+        let (got, text) = d.http(method, path, body);
+        assert_eq!(got, status, "{method} {path}: {text}");
+        let v: serde_json::Value =
+            serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{path}: {e}: {text:?}"));
+        assert!(
+            v["message"].as_str().unwrap().contains(msg),
+            "{path}: {text}"
+        );
+    }
+    let (status, body) = d.http("GET", "/_ping", "");
+    assert_eq!((status, body.as_str()), (200, "OK"));
+    d.ok(&["version"]);
+}
