@@ -94,10 +94,10 @@ impl Write for Conn {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("cannot connect to the berth daemon at {host}: {source}. Is `berth daemon` running? (set the address with -H or BERTH_HOST)")]
-    Connect { host: Host, source: io::Error },
-    #[error("error talking to the daemon at {host}: {source}")]
-    Io { host: Host, source: io::Error },
+    #[error("cannot connect to the berth daemon at {host}: {cause}. Is `berth daemon` running? (set the address with -H or BERTH_HOST)")]
+    Connect { host: Host, cause: io::Error },
+    #[error("error talking to the daemon at {host}: {cause}")]
+    Io { host: Host, cause: io::Error },
     #[error("bad response from the daemon: {0}")]
     Protocol(String),
     /// The daemon's own error: status and its `message`.
@@ -222,16 +222,16 @@ impl Client {
             Host::Unix(p) => UnixStream::connect(p).map(Conn::Unix),
             Host::Tcp(a) => TcpStream::connect(a).map(Conn::Tcp),
         };
-        conn.map_err(|source| HttpError::Connect {
+        conn.map_err(|cause| HttpError::Connect {
             host: self.host.clone(),
-            source,
+            cause,
         })
     }
 
-    fn io(&self, source: io::Error) -> HttpError {
+    fn io(&self, cause: io::Error) -> HttpError {
         HttpError::Io {
             host: self.host.clone(),
-            source,
+            cause,
         }
     }
 

@@ -39,11 +39,11 @@ struct Ledger {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AllocError {
-    #[error("cannot {action} the id range ledger {}: {source}", path.display())]
+    #[error("cannot {action} the id range ledger {}: {cause}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
-        source: io::Error,
+        cause: io::Error,
     },
     #[error("the id range ledger {} is damaged ({detail}); move it away to start a new one (running containers keep their ranges, new ones may then overlap them)", path.display())]
     Corrupt { path: PathBuf, detail: String },
@@ -51,11 +51,11 @@ pub enum AllocError {
     Full { size: u32, pool: u32, used: u64 },
     #[error("an id range of size 0 was requested")]
     ZeroSize,
-    #[error("the pool's maps do not cover ids {offset}+{size}: {source}")]
+    #[error("the pool's maps do not cover ids {offset}+{size}: {cause}")]
     Map {
         offset: u32,
         size: u32,
-        source: MapError,
+        cause: MapError,
     },
 }
 
@@ -74,10 +74,10 @@ impl RangeAllocator {
     pub fn new(ledger: impl Into<PathBuf>, pool: UsernsMaps) -> Result<Self, AllocError> {
         let ledger = ledger.into();
         if let Some(dir) = ledger.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| AllocError::Io {
+            std::fs::create_dir_all(dir).map_err(|cause| AllocError::Io {
                 action: "create the directory of",
                 path: ledger.clone(),
-                source,
+                cause,
             })?;
         }
         let pool_len = contiguous_len(&pool);
@@ -151,10 +151,10 @@ impl RangeAllocator {
     /// The uid and gid maps of an allocation: container ids `0..size` onto the pool's
     /// host ids for `offset..offset+size`.
     pub fn maps(&self, a: &Allocation) -> Result<UsernsMaps, AllocError> {
-        let err = |source| AllocError::Map {
+        let err = |cause| AllocError::Map {
             offset: a.offset,
             size: a.size,
-            source,
+            cause,
         };
         Ok(UsernsMaps {
             uid: self.pool.uid.slice(a.offset, a.size).map_err(err)?,
@@ -167,10 +167,10 @@ impl RangeAllocator {
         &self,
         f: impl FnOnce(&mut Ledger) -> Result<(T, bool), AllocError>,
     ) -> Result<T, AllocError> {
-        let io_err = |action, source| AllocError::Io {
+        let io_err = |action, cause| AllocError::Io {
             action,
             path: self.ledger.clone(),
-            source,
+            cause,
         };
         let mut locked = LockedFile::open(&self.ledger, Some(0o600))
             .map_err(|e| io_err("lock", e))?

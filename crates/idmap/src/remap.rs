@@ -78,10 +78,18 @@ pub enum RemapError {
         "--userns-remap: cannot create the {DEFAULT_REMAP_USER} user: `{command}` failed: {detail}"
     )]
     CreateUser { command: String, detail: String },
-    #[error("--userns-remap: cannot read {file}: {source}")]
-    Io { file: String, source: io::Error },
+    #[error("--userns-remap: cannot read {file}: {cause}")]
+    Io { file: String, cause: io::Error },
     #[error("--userns-remap: {0}")]
-    SubId(#[from] SubIdError),
+    SubId(SubIdError),
+}
+
+// By hand rather than `#[from]`: the message already holds the cause, and a `source()`
+// would make error reporters print it twice.
+impl From<SubIdError> for RemapError {
+    fn from(e: SubIdError) -> Self {
+        RemapError::SubId(e)
+    }
 }
 
 impl FromStr for RemapSpec {
@@ -236,9 +244,9 @@ pub fn resolve_str(spec: &str, etc: &EtcFiles) -> Result<Option<RemapUser>, Rema
 }
 
 fn lookup<T>(r: io::Result<T>, file: impl fmt::Display) -> Result<T, RemapError> {
-    r.map_err(|source| RemapError::Io {
+    r.map_err(|cause| RemapError::Io {
         file: file.to_string(),
-        source,
+        cause,
     })
 }
 
@@ -279,9 +287,9 @@ fn ensure_default_user(
         // One creator at a time among berth processes: a second `useradd` running while the
         // first holds shadow's lock would fail. The flock is on the passwd file itself;
         // `useradd` renames a new one into place, which `LockedFile` copes with.
-        let _lock = LockedFile::open(&etc.passwd(), None).map_err(|source| RemapError::Io {
+        let _lock = LockedFile::open(&etc.passwd(), None).map_err(|cause| RemapError::Io {
             file: passwd_file.clone(),
-            source,
+            cause,
         })?;
         let (no_group, no_user) = missing(etc)?;
         if no_group {

@@ -48,11 +48,11 @@ pub struct BadLine {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubIdError {
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}: {cause}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
-        source: io::Error,
+        cause: io::Error,
     },
     #[error(
         "range {}-{} of {owner} overlaps {other}'s {}-{} in {} line {line}",
@@ -74,11 +74,11 @@ pub enum SubIdError {
         start: u32,
         count: u32,
     },
-    #[error("the subordinate ranges of {owner} in {} do not form a valid id map: {source}", path.display())]
+    #[error("the subordinate ranges of {owner} in {} do not form a valid id map: {cause}", path.display())]
     Map {
         owner: String,
         path: PathBuf,
-        source: MapError,
+        cause: MapError,
     },
     #[error("no free range of {count} ids at or above {min} in {}", path.display())]
     Full { count: u32, min: u32, path: PathBuf },
@@ -128,10 +128,10 @@ impl SubIdFile {
         match std::fs::read(path) {
             Ok(bytes) => Ok(SubIdFile::parse(path, &bytes)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(SubIdFile::parse(path, b"")),
-            Err(source) => Err(SubIdError::Io {
+            Err(cause) => Err(SubIdError::Io {
                 action: "read",
                 path: path.into(),
-                source,
+                cause,
             }),
         }
     }
@@ -198,7 +198,7 @@ impl SubIdFile {
             let container = u32::try_from(next).map_err(|_| SubIdError::Map {
                 owner: name.into(),
                 path: self.path.clone(),
-                source: MapError::Overflow(IdRange::new(u32::MAX, e.start, e.count)),
+                cause: MapError::Overflow(IdRange::new(u32::MAX, e.start, e.count)),
             })?;
             ranges.push(IdRange::new(container, e.start, e.count));
             next += e.count as u64;
@@ -208,10 +208,10 @@ impl SubIdFile {
         }
         IdMap::new(ranges)
             .map(Some)
-            .map_err(|source| SubIdError::Map {
+            .map_err(|cause| SubIdError::Map {
                 owner: name.into(),
                 path: self.path.clone(),
-                source,
+                cause,
             })
     }
 
@@ -278,10 +278,10 @@ impl SubIdFile {
         path: &Path,
         change: impl FnOnce(&mut SubIdFile) -> Result<(T, bool), SubIdError>,
     ) -> Result<T, SubIdError> {
-        let io_err = |action, source| SubIdError::Io {
+        let io_err = |action, cause| SubIdError::Io {
             action,
             path: path.into(),
-            source,
+            cause,
         };
         let mut locked = LockedFile::open(path, Some(NEW_FILE_MODE))
             .map_err(|e| io_err("lock", e))?
