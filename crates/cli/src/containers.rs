@@ -792,7 +792,8 @@ pub fn rm(c: &Client, a: RmArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn inspect(c: &Client, a: InspectArgs) -> anyhow::Result<ExitCode> {
-    let mut found = Vec::new();
+    // Kept as the daemon's text, so the output keeps its key order (as docker's does).
+    let mut found: Vec<String> = Vec::new();
     let mut failed = false;
     for n in &a.names {
         let mut paths = Vec::new();
@@ -804,9 +805,14 @@ pub fn inspect(c: &Client, a: InspectArgs) -> anyhow::Result<ExitCode> {
         }
         let mut got = None;
         for p in paths {
-            match c.get_json(&p) {
-                Ok(v) => {
-                    got = Some(v);
+            match c.call("GET", &p, Body::Empty) {
+                Ok(resp) => {
+                    let bytes = resp.bytes().context("reading the daemon's answer")?;
+                    let text =
+                        String::from_utf8(bytes).context("the daemon's answer is not UTF-8")?;
+                    serde_json::from_str::<Value>(&text)
+                        .context("the daemon's answer is not JSON")?;
+                    got = Some(text);
                     break;
                 }
                 Err(HttpError::Api { status: 404, .. }) => continue,
@@ -825,19 +831,18 @@ pub fn inspect(c: &Client, a: InspectArgs) -> anyhow::Result<ExitCode> {
     match &a.format {
         Some(f) => {
             let t = Template::parse(f)?;
-            for v in &found {
-                out.write_all(t.render_value(v).as_bytes())?;
+            for text in &found {
+                let v: Value = serde_json::from_str(text)?;
+                out.write_all(t.render_value(&v).as_bytes())?;
                 out.write_all(b"\n")?;
             }
         }
         None => {
-            let mut buf = Vec::new();
-            let mut ser = serde_json::Serializer::with_formatter(
-                &mut buf,
-                serde_json::ser::PrettyFormatter::with_indent(b"    "),
+            let joined = format!(
+                "[{}]",
+                found.iter().map(|t| t.trim()).collect::<Vec<_>>().join(",")
             );
-            serde::Serialize::serialize(&Value::Array(found), &mut ser)?;
-            out.write_all(&buf)?;
+            out.write_all(crate::format::indent_json(&joined).as_bytes())?;
             out.write_all(b"\n")?;
         }
     }

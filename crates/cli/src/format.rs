@@ -198,6 +198,64 @@ pub fn tabulate(lines: &[String]) -> String {
     out
 }
 
+/// Re-indents JSON text as Go's `json.Indent` with four spaces (what `docker inspect`
+/// prints), keeping the daemon's key order and number spelling. `raw` must be valid JSON.
+pub fn indent_json(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len() * 2);
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut chars = raw.chars().peekable();
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        out.push_str(&"    ".repeat(depth));
+    };
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            ' ' | '\t' | '\n' | '\r' => {}
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                // An empty object or array stays on one line.
+                while chars.peek().is_some_and(|n| n.is_ascii_whitespace()) {
+                    chars.next();
+                }
+                if matches!(chars.peek(), Some('}') | Some(']')) {
+                    out.push(chars.next().expect("peeked"));
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// go-units `HumanDuration`: "Less than a second", "5 seconds", "About a minute", ...
 pub fn human_duration(secs: i64) -> String {
     let s = secs.max(0);
@@ -320,6 +378,15 @@ mod tests {
             tabulate(&["A\tB".into(), "x\ty".into()]),
             "A         B\nx         y\n"
         );
+    }
+
+    #[test]
+    fn indents_like_go() {
+        let raw = r#"[{"Id":"x","Args":[],"State":{"Running":false,"Pid":0},"Env":["A=1","B=\"{,}\""],"Cfg":{ }}]"#;
+        let want = "[\n    {\n        \"Id\": \"x\",\n        \"Args\": [],\n        \"State\": {\n            \"Running\": false,\n            \"Pid\": 0\n        },\n        \"Env\": [\n            \"A=1\",\n            \"B=\\\"{,}\\\"\"\n        ],\n        \"Cfg\": {}\n    }\n]";
+        assert_eq!(indent_json(raw), want);
+        let v: Value = serde_json::from_str(&indent_json(raw)).unwrap();
+        assert_eq!(v, serde_json::from_str::<Value>(raw).unwrap());
     }
 
     #[test]
