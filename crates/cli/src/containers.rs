@@ -271,6 +271,7 @@ fn ps_row(ct: &Value, trunc: bool, now: i64) -> Row {
         json!(format!("{} ago", human_duration(now - created))),
     );
     r.insert("Ports", json!(""));
+    r.insert("Platform", Value::Null);
     r.insert("State", json!(s("State")));
     r.insert("Status", json!(s("Status")));
     r.insert("Names", json!(names.join(",")));

@@ -116,7 +116,7 @@ impl Template {
             .map(|p| match p {
                 Part::Text(t) => t.clone(),
                 Part::Field(path) => plain(&lookup(path)),
-                Part::Json(path) => lookup(path).to_string(),
+                Part::Json(path) => go_json(&lookup(path)),
                 Part::Label(key) => label(root, key),
             })
             .collect()
@@ -159,6 +159,15 @@ fn parse_action(action: &str, format: &str) -> anyhow::Result<Part> {
         return Ok(Part::Label(arg.trim().trim_matches('"').to_string()));
     }
     Ok(Part::Field(path(action)?))
+}
+
+/// JSON as Go's `json.Marshal` writes it: `<`, `>` and `&` escaped (they can only occur
+/// inside strings, so replacing them in the text is exact).
+fn go_json(v: &Value) -> String {
+    v.to_string()
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
 }
 
 /// A value as Go's template prints it: strings bare, null as `<no value>`.

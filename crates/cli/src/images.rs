@@ -9,7 +9,18 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::format::{human_duration, human_size, now_unix, short_id, Row, Template};
+use crate::format::{human_duration, human_size, now_unix, short_id, significant, Row, Template};
+
+/// go-units `HumanSize` (4 significant digits), which docker uses for `VirtualSize`.
+fn human_size_4(bytes: f64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let (mut v, mut i) = (bytes, 0);
+    while v >= 1000.0 && i + 1 < units.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    format!("{}{}", significant(v, 4), units[i])
+}
 use crate::http::{enc, enc_path, Body, Client};
 
 #[derive(Args, Debug)]
@@ -174,6 +185,12 @@ pub fn images(c: &Client, a: ImagesArgs) -> anyhow::Result<ExitCode> {
                     })),
             );
             r.insert("Digest", json!("<none>"));
+            r.insert("SharedSize", json!("N/A"));
+            r.insert("UniqueSize", json!("N/A"));
+            r.insert(
+                "VirtualSize",
+                json!(human_size_4(img["Size"].as_f64().unwrap_or(0.0))),
+            );
             rows.push(r);
         }
     }

@@ -423,6 +423,41 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), after);
     }
 
+    #[test]
+    fn concurrent_updates_lose_nothing_and_never_overlap() {
+        // Each update renames a new file over the old one; writers queued on the old inode
+        // must move on to the new one, or their additions would be lost.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("subuid");
+        std::fs::write(&p, "# shared\nalice:100000:65536\n").unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    for i in 0..5 {
+                        SubIdFile::update(&p, |f| {
+                            let start = f.first_free(100000, 1000)?;
+                            f.add(&format!("u{t}x{i}"), start, 1000)?;
+                            Ok(((), true))
+                        })
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let f = SubIdFile::read(&p).unwrap();
+        assert_eq!(f.entries().len(), 41);
+        assert!(f.to_bytes().starts_with(b"# shared\nalice:100000:65536\n"));
+        let mut ranges: Vec<_> = f.entries().iter().map(|e| (e.start, e.end())).collect();
+        ranges.sort();
+        for w in ranges.windows(2) {
+            assert!(w[0].1 <= w[1].0 as u64, "{w:?} overlap");
+        }
+    }
+
     proptest! {
         #[test]
         fn random_bytes_never_panic_and_round_trip(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
