@@ -113,7 +113,8 @@ impl Archive {
             .map_err(|e| ImageError::io(store.root.join("content/tmp"), "create", e))?;
         let (_, input) =
             compress::decompress(reader).map_err(|e| bad(format!("reading the archive: {e}")))?;
-        let mut ar = tar::Archive::new(input);
+        let (guarded, phase) = crate::unpack::MetaGuard::new(input);
+        let mut ar = tar::Archive::new(guarded);
         let mut files = HashMap::new();
         let mut links = HashMap::new();
         let mut total = 0u64;
@@ -126,6 +127,7 @@ impl Archive {
             )> = Vec::new();
             for (n, entry) in ar.entries().map_err(|e| bad(e.to_string()))?.enumerate() {
                 let mut entry = entry.map_err(|e| bad(format!("reading the archive: {e}")))?;
+                phase.data();
                 let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
                 if raw.starts_with('/') {
                     return Err(bad(format!("member {raw:?} has an absolute name")));
@@ -223,6 +225,7 @@ impl Archive {
                     };
                     links.insert(name, clean(&format!("{base}/{target}"))?);
                 }
+                phase.metadata();
             }
             for (name, job) in spec {
                 if let (Ok(Ok(layer)), Some(staged)) = (job.join(), files.get(&name)) {

@@ -107,6 +107,68 @@ fn display(p: &[u8]) -> String {
     format!("/{}", String::from_utf8_lossy(p))
 }
 
+/// At most this many bytes may pass between two entries: headers, GNU long names, PAX
+/// records, and the bodies of entries that have no data (a directory "of" 10 GB). The tar
+/// crate reads long names and PAX records into memory, so without this a small compressed
+/// stream could make it allocate gigabytes.
+pub const MAX_METADATA_BYTES: u64 = 4 << 20;
+
+/// Switches a [`MetaGuard`] between an entry's data (limited by the size limits) and the
+/// metadata between entries (limited to [`MAX_METADATA_BYTES`]).
+#[derive(Clone)]
+pub(crate) struct MetaPhase(Rc<std::cell::Cell<Option<u64>>>);
+
+impl MetaPhase {
+    /// The entry's data is being read: not counted here.
+    pub(crate) fn data(&self) {
+        self.0.set(None);
+    }
+    /// Between entries: count from zero.
+    pub(crate) fn metadata(&self) {
+        self.0.set(Some(0));
+    }
+}
+
+/// A reader that fails when more than [`MAX_METADATA_BYTES`] are read between two entries.
+pub(crate) struct MetaGuard<R> {
+    inner: R,
+    phase: MetaPhase,
+}
+
+impl<R: Read> MetaGuard<R> {
+    pub(crate) fn new(inner: R) -> (MetaGuard<R>, MetaPhase) {
+        let phase = MetaPhase(Rc::new(std::cell::Cell::new(Some(0))));
+        (
+            MetaGuard {
+                inner,
+                phase: phase.clone(),
+            },
+            phase,
+        )
+    }
+}
+
+impl<R: Read> Read for MetaGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(seen) = self.phase.0.get() {
+            let seen = seen + n as u64;
+            if seen > MAX_METADATA_BYTES {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "more than {MAX_METADATA_BYTES} bytes of tar metadata (a long name, PAX \
+                         records or the body of an entry without data) before the next entry; \
+                         a hostile or corrupt tarball"
+                    ),
+                ));
+            }
+            self.phase.0.set(Some(seen));
+        }
+        Ok(n)
+    }
+}
+
 /// Unpacks the tar stream `reader` into the existing directory `dest`.
 pub fn unpack(
     reader: impl Read,
@@ -136,9 +198,11 @@ pub fn unpack(
         dir_times: Vec::new(),
         buf: vec![0u8; 256 << 10],
     };
-    let mut ar = tar::Archive::new(reader);
+    let (guarded, phase) = MetaGuard::new(reader);
+    let mut ar = tar::Archive::new(guarded);
     for entry in ar.entries().map_err(UnpackError::Read)? {
         let entry = entry.map_err(UnpackError::Read)?;
+        phase.data();
         u.stats.entries += 1;
         if u.stats.entries > limits.max_entries {
             return Err(UnpackError::TooManyEntries {
@@ -146,6 +210,7 @@ pub fn unpack(
             });
         }
         u.entry(entry)?;
+        phase.metadata();
     }
     u.finish_dir_times();
     Ok(u.stats)

@@ -479,3 +479,33 @@ fn whiteouts_become_overlay_whiteouts() {
     assert!(!c.layer.join("opq/.wh..wh..opq").exists());
     assert!(!c.layer.join("x/.wh..wh.plnk").exists());
 }
+
+#[test]
+fn huge_metadata_entries_are_refused_without_reading_them_into_memory() {
+    let c = Case::new();
+    // A GNU long-name entry of 64 MiB: the tar crate would read it all into memory.
+    let mut t = Vec::new();
+    let mut h = Header::new_gnu();
+    h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+    h.set_entry_type(EntryType::GNULongName);
+    h.set_size(64 << 20);
+    h.set_mode(0o644);
+    h.set_cksum();
+    t.extend_from_slice(h.as_bytes());
+    t.resize(t.len() + (64 << 20), b'a');
+    let e = c.run(t, &Default::default()).unwrap_err();
+    assert!(e.to_string().contains("tar metadata"), "{e}");
+    // A directory entry that carries a body.
+    let t = tar_of(|b| {
+        raw(
+            b,
+            EntryType::Directory,
+            b"d/",
+            b"",
+            &vec![0u8; 5 << 20],
+            0o755,
+        )
+    });
+    let e = c.run(t, &Default::default()).unwrap_err();
+    assert!(e.to_string().contains("tar metadata"), "{e}");
+}
