@@ -354,6 +354,32 @@ impl Snapshotter {
         self.data_root.join("layers-remapped").join(&key[..16])
     }
 
+    /// Removes remapped copies (the copy method's cache) of layers not in `live` (the chain
+    /// ids of the images still stored); call after the image store's gc. Returns what went.
+    pub fn prune_copies(&self, live: &[Digest]) -> Result<Vec<PathBuf>> {
+        let _g = self.copy_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let base = self.data_root.join("layers-remapped");
+        let mut removed = Vec::new();
+        let Ok(maps) = fs::read_dir(&base) else {
+            return Ok(removed);
+        };
+        for m in maps.flatten() {
+            let Ok(layers) = fs::read_dir(m.path()) else {
+                continue;
+            };
+            for l in layers.flatten() {
+                let name = l.file_name().to_string_lossy().into_owned();
+                let keep = Digest::from_hex(&name).is_ok_and(|d| live.contains(&d));
+                if !keep && name != "maps.json" {
+                    let p = l.path();
+                    fs::remove_dir_all(&p).map_err(io_err(&p, "remove"))?;
+                    removed.push(p);
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Makes the remapped copy of each layer that does not have one yet.
     fn ensure_copies(&self, layers: &[Digest], maps: &UsernsMaps) -> Result<()> {
         let _g = self.copy_lock.lock().unwrap_or_else(|p| p.into_inner());

@@ -255,7 +255,13 @@ fn remapped(mode: RemapMode, expect: RemapMethod) {
     let copies = e.data.join("layers-remapped");
     match expect {
         RemapMethod::Idmapped => assert!(!copies.exists(), "no copy with idmapped mounts"),
-        RemapMethod::Copy => assert_eq!(fs::read_dir(&copies).unwrap().count(), 1),
+        RemapMethod::Copy => {
+            assert_eq!(fs::read_dir(&copies).unwrap().count(), 1);
+            let keep = img.chain_ids();
+            assert!(snap.prune_copies(&keep).unwrap().is_empty());
+            assert_eq!(snap.prune_copies(&keep[..1]).unwrap().len(), 1);
+            assert_eq!(snap.prune_copies(&[]).unwrap().len(), 1);
+        }
     }
 }
 
