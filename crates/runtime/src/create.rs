@@ -268,6 +268,7 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
         })
         .collect::<Result<Vec<_>>>()?;
 
+    let late = (libc::CLONE_NEWIPC | libc::CLONE_NEWCGROUP) as u64;
     let args = InitArgs {
         id,
         spec: &spec,
@@ -292,14 +293,10 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
         seccomp: filter.as_ref(),
         runtime_hooks,
         new_userns,
-        unshare_ipc: new_userns && flags & libc::CLONE_NEWIPC as u64 != 0,
+        late_unshare: nix::sched::CloneFlags::from_bits_truncate((flags & late) as i32),
     };
-    let clone_flags = if new_userns {
-        flags & !(libc::CLONE_NEWIPC as u64)
-    } else {
-        flags
-    };
-    let pid = spawn(clone_flags, &join_fds, move || init::run(args))?;
+    let clone_flags = flags & !late;
+    let pid = spawn(clone_flags, &join_fds, move || init::run(args)).map_err(|e| with_id(e, id))?;
     cleanup.child = Some(pid);
     drop(child_chan);
     drop(fifo);
@@ -380,6 +377,17 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
     }
     cleanup.armed = false;
     Ok(Created { pid, console })
+}
+
+/// Names the container in an error from the forking helpers, which do not know it.
+fn with_id(e: Error, id: &str) -> Error {
+    match e {
+        Error::Init { message, .. } => Error::Init {
+            id: id.into(),
+            message,
+        },
+        e => e,
+    }
 }
 
 /// Ends a forked child whose work function returned (it execs or exits on its own; this is
@@ -517,7 +525,8 @@ pub fn exec(rec: &Record, process: &Process, opts: &ExecOptions) -> Result<Creat
         },
         0,
         move || init::run_exec(args),
-    )?;
+    )
+    .map_err(|e| with_id(e, &rec.id))?;
     drop(child_chan);
     drop(root);
     let kill = |e: Error| {

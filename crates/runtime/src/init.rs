@@ -38,9 +38,11 @@ pub struct InitArgs<'a> {
     pub runtime_hooks: bool,
     /// A new user namespace whose maps the runtime writes: become its root after them.
     pub new_userns: bool,
-    /// Create the ipc namespace after becoming root of the user namespace, so that its
-    /// mqueue belongs to container root rather than to an unmapped host root.
-    pub unshare_ipc: bool,
+    /// Namespaces to unshare after the handshake rather than at clone: the ipc namespace
+    /// once we are root of the user namespace (so that its mqueue is container root's),
+    /// the cgroup namespace once the runtime has put us in the container's cgroups (so
+    /// that they are its root).
+    pub late_unshare: nix::sched::CloneFlags,
 }
 
 /// Reports `r`'s error (if any) to the runtime and exits: the child never returns into the
@@ -134,9 +136,9 @@ fn init(mut a: InitArgs) -> Result<Infallible> {
         nix::unistd::setresuid(root_uid, root_uid, root_uid)
             .map_err(|e| Error::sys("become root of the user namespace (setresuid 0)", e))?;
     }
-    if a.unshare_ipc {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWIPC)
-            .map_err(|e| Error::sys("unshare the ipc namespace", e))?;
+    if !a.late_unshare.is_empty() {
+        nix::sched::unshare(a.late_unshare)
+            .map_err(|e| Error::sys("unshare the ipc and cgroup namespaces", e))?;
     }
     mounts::mount_all(&a.mounts, &mut prepared)?;
     if let Some(h) = a

@@ -155,8 +155,23 @@ impl Runtime {
         use std::io::Write;
         (&f).write_all(&[0])
             .map_err(|e| Error::io("write exec fifo", &fifo, e))?;
-        drop(f);
         std::fs::remove_file(&fifo).map_err(|e| Error::io("remove exec fifo", &fifo, e))?;
+        // The init holds the fifo open (close-on-exec) until it execs the container's
+        // program: when it is gone, the fifo has no reader and our end reports POLLERR. So
+        // start returns, and poststart runs, once the program runs (or the init died).
+        use std::os::fd::AsFd;
+        let mut pfd = [nix::poll::PollFd::new(
+            f.as_fd(),
+            nix::poll::PollFlags::empty(),
+        )];
+        loop {
+            match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::NONE) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(Error::sys("wait for the container's program to start", e)),
+                Ok(_) => break,
+            }
+        }
+        drop(f);
         if let Some(h) = rec
             .spec
             .hooks()

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
@@ -290,6 +291,10 @@ fn fd_path(fd: BorrowedFd) -> String {
 /// Opens (O_PATH) `dest` inside the root, creating what is missing as directories (and the
 /// last component as a file when `file`), never leaving the root.
 pub fn resolve_in_root(root: BorrowedFd, dest: &Path, file: bool) -> Result<OwnedFd> {
+    resolve_depth(root, dest, file, 0)
+}
+
+fn resolve_depth(root: BorrowedFd, dest: &Path, file: bool, depth: u32) -> Result<OwnedFd> {
     let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
     let flags = OFlags::PATH | OFlags::CLOEXEC;
     let open = |p: &Path| rustix::fs::openat2(root, p, flags, rustix::fs::Mode::empty(), how);
@@ -326,7 +331,26 @@ pub fn resolve_in_root(root: BorrowedFd, dest: &Path, file: bool) -> Result<Owne
             rustix::fs::mkdirat(&parent, name, rustix::fs::Mode::from_raw_mode(0o755))
         };
         match r {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Ok(()) => {}
+            Err(rustix::io::Errno::EXIST) => {
+                // A dangling symlink: create what it points to, inside the root.
+                if let Ok(target) = rustix::fs::readlinkat(&parent, name, Vec::new()) {
+                    if depth > 40 {
+                        return Err(Error::io(
+                            "resolve mount target",
+                            dest,
+                            std::io::Error::from_raw_os_error(libc::ELOOP),
+                        ));
+                    }
+                    let target = PathBuf::from(std::ffi::OsStr::from_bytes(target.as_bytes()));
+                    let base = cur.parent().unwrap_or(Path::new("/"));
+                    let mut rest = base.join(target);
+                    for c in &comps[i + 1..] {
+                        rest.push(c);
+                    }
+                    return resolve_depth(root, &rest, file, depth + 1);
+                }
+            }
             Err(e) => return Err(Error::io("create mount target", &cur, e.into())),
         }
     }

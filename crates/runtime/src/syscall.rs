@@ -41,9 +41,12 @@ pub enum Forked {
 /// The caller must be single-threaded: the child runs on a copy of the caller's memory
 /// and must not meet a lock held by a thread that does not exist in it.
 pub fn clone3_fork(flags: u64) -> Result<Forked, Errno> {
+    // With CLONE_PARENT the kernel wants exit_signal 0: the child then takes its creator's
+    // (SIGCHLD here, as our children are all created with it).
+    let parent = flags & libc::CLONE_PARENT as u64 != 0;
     let mut args = CloneArgs {
         flags,
-        exit_signal: libc::SIGCHLD as u64,
+        exit_signal: if parent { 0 } else { libc::SIGCHLD as u64 },
         ..Default::default()
     };
     // SAFETY: args is a valid clone_args of the size we pass; with stack 0 the child gets

@@ -1,0 +1,251 @@
+//! Confinement: masked and read-only paths, capabilities, seccomp, cgroup limits, the
+//! terminal, descriptors, the process's user and environment, mount target resolution.
+
+mod common;
+
+use std::process::Command;
+
+use common::{cid, ok_stdout, Bundle};
+use serde_json::json;
+
+#[test]
+fn masked_paths_cannot_be_read() {
+    let mut b = Bundle::new("brt-mask", true);
+    std::fs::write(b.bundle.join("rootfs/etc/secret"), "s3cret\n").unwrap();
+    for p in ["/etc/secret", "/root"] {
+        b.config["linux"]["maskedPaths"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!(p));
+    }
+    b.config["linux"]["readonlyPaths"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("/home"));
+    b.script(
+        "echo kcore=$(cat /proc/kcore 2>/dev/null | wc -c) keys=$(wc -c < /proc/keys) secret=$(cat /etc/secret | wc -c); \
+         echo root=$(ls -A /root | wc -l); touch /root/x 2>/dev/null && echo ROOT_WRITABLE; \
+         touch /home/x 2>/dev/null && echo HOME_WRITABLE; touch /etc/x && echo ETC_WRITABLE",
+    );
+    let out = ok_stdout(&b.run(&cid("mask")));
+    assert!(out.contains("kcore=0 keys=0 secret=0"), "{out}");
+    assert!(out.contains("root=0"), "{out}");
+    assert!(
+        !out.contains("ROOT_WRITABLE") && !out.contains("HOME_WRITABLE"),
+        "{out}"
+    );
+    assert!(out.contains("ETC_WRITABLE"), "{out}");
+}
+
+#[test]
+fn readonly_root() {
+    let mut b = Bundle::new("brt-ro", true);
+    b.config["root"]["readonly"] = json!(true);
+    b.script("touch /x 2>&1; touch /dev/shm/y && echo SHM_OK");
+    let out = ok_stdout(&b.run(&cid("ro")));
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(out.contains("SHM_OK"), "{out}");
+}
+
+fn status_caps(out: &str) -> Vec<(String, u64)> {
+    out.lines()
+        .filter(|l| l.starts_with("Cap"))
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.to_string(), u64::from_str_radix(v.trim(), 16).unwrap())
+        })
+        .collect()
+}
+
+const CHOWN: u64 = 1 << 0;
+const KILL: u64 = 1 << 5;
+const NET_BIND_SERVICE: u64 = 1 << 10;
+
+#[test]
+fn capability_sets_equal_the_config_for_root() {
+    let mut b = Bundle::new("brt-caps", true);
+    let set = json!(["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+    b.config["process"]["capabilities"] = json!({
+        "bounding": set, "permitted": set, "effective": set, "inheritable": ["CAP_KILL"], "ambient": []
+    });
+    b.script("grep ^Cap /proc/self/status");
+    let caps = status_caps(&ok_stdout(&b.run(&cid("caps"))));
+    let all = CHOWN | KILL | NET_BIND_SERVICE;
+    let want = [
+        ("CapInh", KILL),
+        ("CapPrm", all),
+        ("CapEff", all),
+        ("CapBnd", all),
+        ("CapAmb", 0),
+    ];
+    let want: Vec<(String, u64)> = want.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    assert_eq!(caps, want);
+}
+
+#[test]
+fn capability_sets_equal_the_config_for_a_user_with_ambient() {
+    let mut b = Bundle::new("brt-caps2", true);
+    let set = json!(["CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+    b.config["process"]["capabilities"] = json!({
+        "bounding": set, "permitted": set, "effective": set, "inheritable": set, "ambient": set
+    });
+    b.config["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    b.script("id -u; grep ^Cap /proc/self/status");
+    let out = ok_stdout(&b.run(&cid("caps2")));
+    assert!(out.starts_with("1000\n"), "{out}");
+    let v = KILL | NET_BIND_SERVICE;
+    for (k, got) in status_caps(&out) {
+        assert_eq!(got, v, "{k}");
+    }
+}
+
+#[test]
+fn seccomp_rule_returns_its_errno() {
+    let mut b = Bundle::new("brt-seccomp", true);
+    b.config["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 122},
+            {"names": ["fchmodat", "fchmodat2"], "action": "SCMP_ACT_ERRNO", "errnoRet": 100,
+             "args": [{"index": 2, "value": 511, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["chmod"], "action": "SCMP_ACT_ERRNO", "errnoRet": 100,
+             "args": [{"index": 1, "value": 511, "op": "SCMP_CMP_EQ"}]}
+        ]
+    });
+    b.script("mkdir /tmp/d 2>&1; touch /tmp/f; chmod 777 /tmp/f 2>&1; chmod 700 /tmp/f && echo CHMOD_700_OK");
+    let out = ok_stdout(&b.run(&cid("seccomp")));
+    assert!(out.contains("Disk quota exceeded"), "{out}");
+    assert!(out.contains("Network is down"), "{out}");
+    assert!(out.contains("CHMOD_700_OK"), "{out}");
+}
+
+#[test]
+fn no_new_privileges_with_seccomp() {
+    let mut b = Bundle::new("brt-nnp", true);
+    b.config["process"]["noNewPrivileges"] = json!(true);
+    b.config["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+    });
+    b.script("grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status");
+    let out = ok_stdout(&b.run(&cid("nnp")));
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+}
+
+#[test]
+fn memory_limit_is_enforced() {
+    let mut b = Bundle::new("brt-mem", true);
+    b.config["linux"]["resources"]["memory"] = json!({"limit": 32 << 20, "swap": 32 << 20});
+    // dd's 128M buffer cannot fit: the OOM killer ends it (SIGKILL: 137).
+    b.script("dd if=/dev/zero of=/dev/null bs=128M count=1 2>/dev/null; echo dd=$?");
+    let out = ok_stdout(&b.run(&cid("mem")));
+    assert_eq!(out.trim(), "dd=137", "{out}");
+}
+
+#[test]
+fn pids_limit_is_enforced() {
+    let mut b = Bundle::new("brt-pids", true);
+    b.config["linux"]["resources"]["pids"] = json!({"limit": 5});
+    b.script("for i in 1 2 3 4 5 6 7 8 9 10; do sleep 1 & done; wait; echo finished");
+    let out = b.run(&cid("pids"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("can't fork"), "stderr: {stderr}");
+}
+
+#[test]
+fn terminal_container_has_a_tty() {
+    let mut b = Bundle::new("brt-tty", true);
+    b.config["process"]["terminal"] = json!(true);
+    b.script("[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo IS_A_TTY; tty; ls -l /dev/console");
+    let out = ok_stdout(&b.run(&cid("tty")));
+    assert!(out.contains("IS_A_TTY"), "{out}");
+    assert!(out.contains("/dev/pts/0"), "{out}");
+}
+
+/// A descriptor the runtime inherited without close-on-exec never reaches the container.
+#[test]
+fn no_descriptor_leaks_into_the_container() {
+    let mut b = Bundle::new("brt-fds", true);
+    b.script("ls /proc/self/fd | tr '\\n' ' '");
+    b.write();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec 7</etc/hostname 8>/dev/null; exec {} --root {} run --bundle {} {}",
+            env!("CARGO_BIN_EXE_berth-runtime"),
+            b.state_root.display(),
+            b.bundle.display(),
+            cid("fds")
+        ))
+        .output()
+        .unwrap();
+    let stdout = ok_stdout(&out);
+    assert_eq!(stdout.trim(), "0 1 2 3", "{stdout}");
+}
+
+#[test]
+fn user_cwd_env_umask_rlimits_hostname() {
+    let mut b = Bundle::new("brt-proc", true);
+    b.config["process"]["user"] =
+        json!({"uid": 1000, "gid": 1001, "additionalGids": [4, 27], "umask": 63});
+    b.config["process"]["cwd"] = json!("/tmp");
+    b.config["process"]["env"] = json!(["PATH=/bin:/sbin", "FOO=bar baz"]);
+    b.config["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 456}]);
+    b.config["hostname"] = json!("boxy");
+    b.config["domainname"] = json!("example.test");
+    b.script("id; pwd; echo \"$FOO\"; umask; ulimit -n; ulimit -Hn; hostname; cat /proc/sys/kernel/domainname");
+    let out = ok_stdout(&b.run(&cid("proc")));
+    let l: Vec<&str> = out.lines().collect();
+    assert!(
+        l[0].starts_with("uid=1000 gid=1001") && l[0].contains("groups=4(adm),27"),
+        "{out}"
+    );
+    assert_eq!(
+        &l[1..],
+        [
+            "/tmp",
+            "bar baz",
+            "0077",
+            "123",
+            "456",
+            "boxy",
+            "example.test"
+        ],
+        "{out}"
+    );
+}
+
+/// A symlink in the image pointing at a host path does not lead a mount out of the root.
+#[test]
+fn mount_targets_stay_inside_the_root() {
+    let mut b = Bundle::new("brt-escape", false);
+    let host = b.path().join("host-target");
+    std::fs::create_dir(&host).unwrap();
+    std::os::unix::fs::symlink(&host, b.bundle.join("rootfs/evil")).unwrap();
+    b.add_mount(json!({"destination": "/evil/sub", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}));
+    b.script("grep -c ' /evil/sub\\| .*host-target/sub ' /proc/self/mountinfo; true");
+    ok_stdout(&b.run(&cid("escape")));
+    assert!(
+        !host.join("sub").exists(),
+        "the mount target was created on the host"
+    );
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mi.contains("host-target"), "a mount landed on the host");
+    assert!(b
+        .bundle
+        .join("rootfs")
+        .join(host.strip_prefix("/").unwrap())
+        .join("sub")
+        .is_dir());
+}
+
+#[test]
+fn without_user_namespace_devices_are_created() {
+    let mut b = Bundle::new("brt-nouserns", false);
+    b.script("ls -ln /dev/null /dev/zero; id -u; cat /proc/self/uid_map");
+    let out = ok_stdout(&b.run(&cid("nouserns")));
+    assert!(out.contains("1,   3") && out.contains("1,   5"), "{out}");
+    assert!(out.contains("0          0 4294967295"), "{out}");
+}
