@@ -15,7 +15,7 @@ runs=${1:-5}
 work=$(mktemp -d /var/tmp/berth-bench-image.XXXXXX) # the ext4 root, where /var/lib lives
 cleanup() {
   stop_dockerd "$work/docker" || true
-  grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done || true
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -25,7 +25,6 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -87,6 +86,8 @@ pub struct Snapshotter {
     userns: Mutex<HashMap<UsernsMaps, Arc<OwnedFd>>>,
     /// Serialises making remapped copies.
     copy_lock: Mutex<()>,
+    /// Serialises making, using and unmounting the shared idmapped layer mounts.
+    idmap_lock: Mutex<()>,
 }
 
 impl Snapshotter {
@@ -105,6 +106,7 @@ impl Snapshotter {
             method: OnceLock::new(),
             userns: Mutex::new(HashMap::new()),
             copy_lock: Mutex::new(()),
+            idmap_lock: Mutex::new(()),
         })
     }
 
@@ -219,12 +221,12 @@ impl Snapshotter {
             return Ok(target);
         }
         let dir = self.container_dir(id);
-        let mut attached: Option<Attached> = None;
+        // Held while the overlay is built over the shared idmapped mount, so that `remove` of
+        // another container cannot unmount it in between.
+        let _idmap_guard = self.idmap_lock.lock().unwrap_or_else(|p| p.into_inner());
         let lowers: Vec<PathBuf> = match (&rec.maps, rec.method) {
             (Some(maps), Some(RemapMethod::Idmapped)) => {
-                let at = self.snapshot_dir(id).join("lower");
-                let a = self.attach_idmapped_layers(&at, maps, id)?;
-                attached = Some(a);
+                let at = self.idmapped_layers(maps, id)?;
                 rec.layers
                     .iter()
                     .map(|l| at.join(l.hex()).join("diff"))
@@ -243,21 +245,28 @@ impl Snapshotter {
                 .map(|l| self.layers_dir.join(l.hex()).join("diff"))
                 .collect(),
         };
-        let r = mount_overlay(id, &lowers, &dir.join("upper"), &dir.join("work"), &target);
-        // overlayfs holds private clones of its layers: the idmapped staging mount can go now.
-        drop(attached);
-        r.map(|()| target)
+        mount_overlay(id, &lowers, &dir.join("upper"), &dir.join("work"), &target)?;
+        Ok(target)
     }
 
-    /// One idmapped mount of the whole layer directory at `at`: O(1) whatever the number of
-    /// layers or files.
-    fn attach_idmapped_layers(&self, at: &Path, maps: &UsernsMaps, id: &str) -> Result<Attached> {
+    /// `<exec-root>/snapshots/.idmapped/<mapping key>`: the layer directory seen through
+    /// `maps`, one mount per mapping shared by every container with it. Made by the first
+    /// `mount`, unmounted when the last container with that mapping is removed, so a start
+    /// pays neither for it nor for an unmount (which waits for an RCU grace period).
+    fn idmapped_layers(&self, maps: &UsernsMaps, id: &str) -> Result<PathBuf> {
+        let at = self
+            .exec_root
+            .join("snapshots/.idmapped")
+            .join(mapping_key(maps));
+        if is_mount_point(&at) {
+            return Ok(at);
+        }
         let mount_err = |e: io::Error| SnapshotError::Mount {
             container: id.to_string(),
             source: e,
             log: String::new(),
         };
-        fs::create_dir_all(at).map_err(io_err(at, "create directory"))?;
+        fs::create_dir_all(&at).map_err(io_err(&at, "create directory"))?;
         let ns = self.userns_for(maps).map_err(mount_err)?;
         let tree = rmount::open_tree(
             CWD,
@@ -270,11 +279,11 @@ impl Snapshotter {
             tree.as_fd(),
             "",
             CWD,
-            at,
+            &at,
             MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
         )
         .map_err(|e| mount_err(e.into()))?;
-        Ok(Attached(at.to_path_buf()))
+        Ok(at)
     }
 
     fn userns_for(&self, maps: &UsernsMaps) -> io::Result<Arc<OwnedFd>> {
@@ -306,6 +315,7 @@ impl Snapshotter {
     /// files in `containers/<id>/` (the engine's) are left alone.
     pub fn remove(&self, id: &str) -> Result<()> {
         self.unmount(id)?;
+        let rec = self.record(id).ok();
         let dir = self.container_dir(id);
         for sub in ["upper", "work"] {
             let p = dir.join(sub);
@@ -318,6 +328,37 @@ impl Snapshotter {
         }
         let _ = fs::remove_file(dir.join("snapshot.json"));
         let _ = fs::remove_dir(&dir);
+        if let Some(Record {
+            maps: Some(maps),
+            method: Some(RemapMethod::Idmapped),
+            ..
+        }) = rec
+        {
+            self.release_idmapped(&maps)?;
+        }
+        Ok(())
+    }
+
+    /// Unmounts a mapping's shared idmapped layers once no prepared container uses it.
+    fn release_idmapped(&self, maps: &UsernsMaps) -> Result<()> {
+        let _g = self.idmap_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let containers = self.data_root.join("containers");
+        let in_use = fs::read_dir(&containers)
+            .map_err(io_err(&containers, "list"))?
+            .flatten()
+            .filter_map(|e| fs::read(e.path().join("snapshot.json")).ok())
+            .filter_map(|b| serde_json::from_slice::<Record>(&b).ok())
+            .any(|r| r.maps.as_ref() == Some(maps) && r.method == Some(RemapMethod::Idmapped));
+        if !in_use {
+            let at = self
+                .exec_root
+                .join("snapshots/.idmapped")
+                .join(mapping_key(maps));
+            if is_mount_point(&at) {
+                unmount_path(&at)?;
+            }
+            let _ = fs::remove_dir(&at);
+        }
         Ok(())
     }
 
@@ -346,12 +387,9 @@ impl Snapshotter {
 
     /// `<data-root>/layers-remapped/<mapping key>/`.
     fn copies_dir(&self, maps: &UsernsMaps) -> PathBuf {
-        let mut h = Sha256::new();
-        h.update(maps.uid.to_proc_text().as_bytes());
-        h.update(b"|");
-        h.update(maps.gid.to_proc_text().as_bytes());
-        let key = hex::encode(h.finalize());
-        self.data_root.join("layers-remapped").join(&key[..16])
+        self.data_root
+            .join("layers-remapped")
+            .join(mapping_key(maps))
     }
 
     /// Removes remapped copies (the copy method's cache) of layers not in `live` (the chain
@@ -409,14 +447,13 @@ impl Snapshotter {
     }
 }
 
-/// Unmounts the staging mount of idmapped layers when dropped.
-struct Attached(PathBuf);
-
-impl Drop for Attached {
-    fn drop(&mut self) {
-        let _ = rmount::unmount(&self.0, UnmountFlags::DETACH);
-        let _ = fs::remove_dir(&self.0);
-    }
+/// A short, stable name for a mapping (directory names of its mounts and copies).
+fn mapping_key(maps: &UsernsMaps) -> String {
+    let mut h = Sha256::new();
+    h.update(maps.uid.to_proc_text().as_bytes());
+    h.update(b"|");
+    h.update(maps.gid.to_proc_text().as_bytes());
+    hex::encode(h.finalize())[..16].to_string()
 }
 
 fn check_id(id: &str) -> Result<()> {
@@ -441,10 +478,14 @@ fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Sna
     }
 }
 
-/// A mount point sits on another device than its parent.
+/// Is `p` the root of a mount? (statx's STATX_ATTR_MOUNT_ROOT: also right for a bind mount
+/// of the same filesystem, where comparing devices is not.)
 fn is_mount_point(p: &Path) -> bool {
-    match (fs::metadata(p), p.parent().map(fs::metadata)) {
-        (Ok(a), Some(Ok(b))) => a.dev() != b.dev(),
+    use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags};
+    match statx(CWD, p, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS) {
+        Ok(st) if st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) => {
+            st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
+        }
         _ => false,
     }
 }
