@@ -80,6 +80,8 @@ impl Daemon {
         self.berth_in(args, None)
     }
 
+    /// `berth ARGS` with `stdin` piped in (then closed). A generous deadline only keeps a
+    /// broken build from hanging the suite; it is not a speed check.
     fn berth_in(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
         let mut child = Command::new(BERTH)
             .arg("-H")
@@ -98,7 +100,16 @@ impl Daemon {
             use std::io::Write;
             child.stdin.take().unwrap().write_all(input).unwrap();
         }
-        child.wait_with_output().unwrap()
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(child.wait_with_output()));
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(out) => out.unwrap(),
+            Err(_) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                panic!("berth {args:?} did not finish; daemon log:\n{}", self.log());
+            }
+        }
     }
 
     /// `berth ARGS` that must succeed; its stdout.
@@ -235,6 +246,83 @@ fn detached_containers_stop_wait_and_rm() {
     assert_eq!(d.ok(&["kill", "sleeper"]), "sleeper\n");
     assert_eq!(d.ok(&["wait", "sleeper"]), "137\n");
     assert_eq!(d.ok(&["rm", "-f", "sleeper"]), "sleeper\n");
+}
+
+#[test]
+fn create_start_attach_logs_tail_and_restart() {
+    let d = Daemon::start(&[], None);
+    d.import_busybox("busybox");
+    let id = d.ok(&[
+        "create",
+        "--name",
+        "job",
+        "busybox",
+        "sh",
+        "-c",
+        "echo one; echo two; echo three; echo four >&2; exit 4",
+    ]);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    let o = d.berth(&["start", "-a", "job"]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(stdout(&o), "one\ntwo\nthree\n");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "four\n");
+    // The order of stdout and stderr lines in the log is not defined: look at stdout only.
+    let o = d.berth(&["logs", "--tail", "all", "job"]);
+    assert_eq!(stdout(&o), "one\ntwo\nthree\n");
+    let tail = stdout(&d.berth(&["logs", "--tail", "2", "job"]));
+    assert!(tail == "two\nthree\n" || tail == "three\n", "{tail}");
+    let o = d.berth(&["logs", "-t", "--since", "1h", "job"]);
+    assert!(
+        stdout(&o)
+            .lines()
+            .all(|l| l.len() > 30 && l.contains('T') && l.ends_with(['e', 'o', 'r'])),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(
+        d.ok(&["logs", "--since", "2100-01-01T00:00:00Z", "job"]),
+        ""
+    );
+
+    // stdin through start -a -i: StdinOnce closes the container's stdin at our end of input.
+    d.ok(&["create", "-i", "--name", "echoer", "busybox", "cat"]);
+    let o = d.berth_in(&["start", "-a", "-i", "echoer"], Some(b"typed line\n"));
+    assert_eq!(
+        stdout(&o),
+        "typed line\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(0));
+
+    // Attach to a running container that waits for a line: berth's exit code is its.
+    d.ok(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "reader",
+        "busybox",
+        "sh",
+        "-c",
+        "read line; echo got $line; exit 2",
+    ]);
+    let o = d.berth_in(&["attach", "reader"], Some(b"hello\n"));
+    assert_eq!(
+        stdout(&o),
+        "got hello\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(2));
+
+    assert_eq!(d.ok(&["restart", "-t", "0", "job"]), "job\n");
+    assert_eq!(d.ok(&["wait", "job"]), "4\n");
 }
 
 #[test]
