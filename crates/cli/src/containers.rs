@@ -57,6 +57,12 @@ pub struct RunArgs {
     /// Run container in background and print container ID
     #[arg(short = 'd', long)]
     detach: bool,
+    /// Proxy received signals to the process
+    #[arg(long = "sig-proxy", default_value_t = true, action = clap::ArgAction::Set)]
+    sig_proxy: bool,
+    /// Override the key sequence for detaching a container (default ctrl-p,ctrl-q)
+    #[arg(long = "detach-keys")]
+    detach_keys: Option<String>,
     #[command(flatten)]
     opts: ContainerOpts,
 }
@@ -69,6 +75,9 @@ pub struct StartArgs {
     /// Attach container's STDIN
     #[arg(short = 'i', long)]
     interactive: bool,
+    /// Override the key sequence for detaching a container (default ctrl-p,ctrl-q)
+    #[arg(long = "detach-keys")]
+    detach_keys: Option<String>,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -81,6 +90,9 @@ pub struct AttachArgs {
     /// Proxy all received signals to the process
     #[arg(long = "sig-proxy", default_value_t = true, action = clap::ArgAction::Set)]
     sig_proxy: bool,
+    /// Override the key sequence for detaching a container (default ctrl-p,ctrl-q)
+    #[arg(long = "detach-keys")]
+    detach_keys: Option<String>,
     container: String,
 }
 
@@ -490,7 +502,16 @@ fn run_container(c: &Client, a: &RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let (stdin, stdout, stderr) = o.attach_streams(false)?;
-    let session = Session::open(c, &id, o.tty, stdin, stdout, stderr, o.rm)?;
+    let spec = AttachSpec {
+        tty: o.tty,
+        stdin,
+        stdout,
+        stderr,
+        auto_remove: o.rm,
+        sig_proxy: a.sig_proxy,
+        detach_keys: detach_keys(&a.detach_keys)?,
+    };
+    let session = Session::open(c, &id, spec)?;
     c.call("POST", &format!("/containers/{id}/start"), Body::Empty)?;
     session.finish(c, &id)
 }
@@ -507,8 +528,16 @@ pub fn start(c: &Client, a: StartArgs) -> anyhow::Result<ExitCode> {
             .to_string();
         let tty = ct["Config"]["Tty"].as_bool().unwrap_or(false);
         let stdin = a.interactive && ct["Config"]["OpenStdin"].as_bool().unwrap_or(false);
-        let auto_remove = ct["HostConfig"]["AutoRemove"].as_bool().unwrap_or(false);
-        let session = Session::open(c, &id, tty, stdin, true, true, auto_remove)?;
+        let spec = AttachSpec {
+            tty,
+            stdin,
+            stdout: true,
+            stderr: true,
+            auto_remove: ct["HostConfig"]["AutoRemove"].as_bool().unwrap_or(false),
+            sig_proxy: true,
+            detach_keys: detach_keys(&a.detach_keys)?,
+        };
+        let session = Session::open(c, &id, spec)?;
         c.call("POST", &format!("/containers/{id}/start"), Body::Empty)?;
         return session.finish(c, &id);
     }
@@ -533,12 +562,42 @@ pub fn attach(c: &Client, a: AttachArgs) -> anyhow::Result<ExitCode> {
         .to_string();
     let tty = ct["Config"]["Tty"].as_bool().unwrap_or(false);
     let stdin = !a.no_stdin && ct["Config"]["OpenStdin"].as_bool().unwrap_or(false);
-    let auto_remove = ct["HostConfig"]["AutoRemove"].as_bool().unwrap_or(false);
-    let session = Session::open_with(c, &id, tty, stdin, true, true, auto_remove, a.sig_proxy)?;
+    let spec = AttachSpec {
+        tty,
+        stdin,
+        stdout: true,
+        stderr: true,
+        auto_remove: ct["HostConfig"]["AutoRemove"].as_bool().unwrap_or(false),
+        sig_proxy: a.sig_proxy,
+        detach_keys: detach_keys(&a.detach_keys)?,
+    };
+    let session = Session::open(c, &id, spec)?;
     if tty {
         resize(c, &id);
     }
     session.finish(c, &id)
+}
+
+/// `--detach-keys`, or docker's default.
+fn detach_keys(flag: &Option<String>) -> anyhow::Result<Vec<u8>> {
+    match flag.as_deref() {
+        None | Some("") => Ok(stream::DEFAULT_DETACH_KEYS.to_vec()),
+        Some(k) => stream::parse_detach_keys(k).map_err(anyhow::Error::msg),
+    }
+}
+
+/// What to attach and how.
+struct AttachSpec {
+    tty: bool,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    /// The daemon removes the container at exit: wait for `removed`, not `next-exit`.
+    auto_remove: bool,
+    /// Forward the signals berth gets to the container (never with a tty: there, keys
+    /// like ctrl-c reach it as bytes).
+    sig_proxy: bool,
+    detach_keys: Vec<u8>,
 }
 
 /// An attached container: the hijacked stream, the pending wait, raw mode and signals.
@@ -548,36 +607,23 @@ struct Session {
     wait: Response,
     tty: bool,
     stdin: bool,
+    detach_keys: Vec<u8>,
     _raw: Option<RawTerminal>,
 }
 
 impl Session {
-    #[allow(clippy::too_many_arguments)]
-    fn open(
-        c: &Client,
-        id: &str,
-        tty: bool,
-        stdin: bool,
-        stdout: bool,
-        stderr: bool,
-        auto_remove: bool,
-    ) -> anyhow::Result<Session> {
-        Session::open_with(c, id, tty, stdin, stdout, stderr, auto_remove, true)
-    }
-
     /// Attaches, then asks for the exit status (docker's order: the wait is registered
     /// before start so a quick exit is not missed), then sets up the terminal and signals.
-    #[allow(clippy::too_many_arguments)]
-    fn open_with(
-        c: &Client,
-        id: &str,
-        tty: bool,
-        stdin: bool,
-        stdout: bool,
-        stderr: bool,
-        auto_remove: bool,
-        sig_proxy: bool,
-    ) -> anyhow::Result<Session> {
+    fn open(c: &Client, id: &str, spec: AttachSpec) -> anyhow::Result<Session> {
+        let AttachSpec {
+            tty,
+            stdin,
+            stdout,
+            stderr,
+            auto_remove,
+            sig_proxy,
+            detach_keys,
+        } = spec;
         let (conn, early) = c.hijack(&format!(
             "/containers/{id}/attach?stream=1&stdin={}&stdout={}&stderr={}",
             stdin as u8, stdout as u8, stderr as u8
@@ -614,6 +660,7 @@ impl Session {
             wait,
             tty,
             stdin,
+            detach_keys,
             _raw: raw,
         })
     }
@@ -623,8 +670,14 @@ impl Session {
         if self.tty {
             resize(c, id);
         }
-        let outcome = stream::pump(self.conn, self.early, self.stdin, self.tty)
-            .context("attached stream failed")?;
+        let outcome = stream::pump(
+            self.conn,
+            self.early,
+            self.stdin,
+            self.tty,
+            self.detach_keys,
+        )
+        .context("attached stream failed")?;
         drop(self._raw);
         if outcome == Outcome::Detached {
             return Ok(ExitCode::SUCCESS);

@@ -144,30 +144,68 @@ pub enum Outcome {
     Detached,
 }
 
-const CTRL_P: u8 = 0x10;
-const CTRL_Q: u8 = 0x11;
+/// Docker's default detach sequence: ctrl-p ctrl-q.
+pub const DEFAULT_DETACH_KEYS: &[u8] = &[0x10, 0x11];
 
-/// Finds ctrl-p ctrl-q in typed input, across reads.
-#[derive(Default)]
+/// Parses docker's `--detach-keys` (`ctrl-p,ctrl-q`, `ctrl-a,x`): comma-separated
+/// `ctrl-<a-z @ [ \ ] ^ _>` or single characters.
+pub fn parse_detach_keys(s: &str) -> Result<Vec<u8>, String> {
+    let mut seq = Vec::new();
+    for key in s.split(',') {
+        let lower = key.to_ascii_lowercase();
+        let byte = match lower.strip_prefix("ctrl-") {
+            Some(k) if k.len() == 1 => match k.as_bytes()[0] {
+                c @ b'a'..=b'z' => c - b'a' + 1,
+                b'@' => 0,
+                b'[' => 27,
+                b'\\' => 28,
+                b']' => 29,
+                b'^' => 30,
+                b'_' => 31,
+                _ => return Err(format!("invalid detach keys {s:?}: unknown key {key:?}")),
+            },
+            None if key.len() == 1 => key.as_bytes()[0],
+            _ => {
+                return Err(format!(
+                    "invalid detach keys {s:?}: unknown key {key:?} (use e.g. ctrl-p,ctrl-q)"
+                ))
+            }
+        };
+        seq.push(byte);
+    }
+    Ok(seq)
+}
+
+/// Finds the detach sequence in typed input, across reads.
 pub struct DetachKeys {
-    pending_p: bool,
+    seq: Vec<u8>,
+    matched: usize,
 }
 
 impl DetachKeys {
+    pub fn new(seq: Vec<u8>) -> DetachKeys {
+        DetachKeys { seq, matched: 0 }
+    }
+
     /// The bytes to send for `input`, and whether the detach sequence was typed (bytes after
-    /// it are dropped). A lone ctrl-p is held until the next byte shows it was not a detach.
+    /// it are dropped). A partial match is held until the next byte shows it was not one.
     pub fn scan(&mut self, input: &[u8]) -> (Vec<u8>, bool) {
-        let mut out = Vec::with_capacity(input.len() + 1);
+        let mut out = Vec::with_capacity(input.len() + self.seq.len());
+        if self.seq.is_empty() {
+            out.extend_from_slice(input);
+            return (out, false);
+        }
         for &b in input {
-            if self.pending_p {
-                self.pending_p = false;
-                if b == CTRL_Q {
+            if b != self.seq[self.matched] && self.matched > 0 {
+                // Not the sequence after all: send what was held, then look at `b` afresh.
+                out.extend_from_slice(&self.seq[..self.matched]);
+                self.matched = 0;
+            }
+            if b == self.seq[self.matched] {
+                self.matched += 1;
+                if self.matched == self.seq.len() {
                     return (out, true);
                 }
-                out.push(CTRL_P);
-            }
-            if b == CTRL_P {
-                self.pending_p = true;
             } else {
                 out.push(b);
             }
@@ -178,8 +216,14 @@ impl DetachKeys {
 
 /// Runs an attached session: container output to our stdout/stderr (raw for a tty, demuxed
 /// otherwise), and, with `stdin`, our stdin to the container (end of input half-closes the
-/// connection). Returns when the output ends or the user detaches (tty only).
-pub fn pump(conn: Conn, early: Vec<u8>, stdin: bool, tty: bool) -> io::Result<Outcome> {
+/// connection). Returns when the output ends or the user types `detach_keys` (tty only).
+pub fn pump(
+    conn: Conn,
+    early: Vec<u8>,
+    stdin: bool,
+    tty: bool,
+    detach_keys: Vec<u8>,
+) -> io::Result<Outcome> {
     let (tx, rx) = mpsc::channel::<io::Result<Outcome>>();
     let reader = conn.try_clone()?;
     let out_tx = tx.clone();
@@ -195,7 +239,7 @@ pub fn pump(conn: Conn, early: Vec<u8>, stdin: bool, tty: bool) -> io::Result<Ou
     if stdin {
         let mut writer = conn;
         std::thread::spawn(move || {
-            let mut keys = DetachKeys::default();
+            let mut keys = DetachKeys::new(detach_keys);
             let mut buf = vec![0u8; 32 * 1024];
             let mut input = io::stdin().lock();
             loop {
@@ -260,12 +304,26 @@ mod tests {
 
     #[test]
     fn detach_keys_across_reads() {
-        let mut k = DetachKeys::default();
+        let mut k = DetachKeys::new(DEFAULT_DETACH_KEYS.to_vec());
         assert_eq!(k.scan(b"ab\x10"), (b"ab".to_vec(), false));
         assert_eq!(k.scan(b"x"), (b"\x10x".to_vec(), false));
         assert_eq!(k.scan(b"y\x10"), (b"y".to_vec(), false));
         assert_eq!(k.scan(b"\x11zz"), (b"".to_vec(), true));
-        let mut k = DetachKeys::default();
+        let mut k = DetachKeys::new(DEFAULT_DETACH_KEYS.to_vec());
         assert_eq!(k.scan(b"\x10\x10\x11"), (b"\x10".to_vec(), true));
+        let mut k = DetachKeys::new(parse_detach_keys("ctrl-a,x,y").unwrap());
+        assert_eq!(k.scan(b"\x01xz\x01x"), (b"\x01xz".to_vec(), false));
+        assert_eq!(k.scan(b"y"), (b"".to_vec(), true));
+    }
+
+    #[test]
+    fn parses_detach_keys() {
+        assert_eq!(
+            parse_detach_keys("ctrl-p,ctrl-q").unwrap(),
+            DEFAULT_DETACH_KEYS
+        );
+        assert_eq!(parse_detach_keys("ctrl-@,ctrl-[,a").unwrap(), [0, 27, b'a']);
+        assert!(parse_detach_keys("ctrl-1").is_err());
+        assert!(parse_detach_keys("alt-x").is_err());
     }
 }
