@@ -88,6 +88,12 @@ impl RangeAllocator {
         })
     }
 
+    /// The allocator of a data root: its ledger is `DATA_ROOT/userns/ledger.json` (see
+    /// DESIGN.md, "On disk").
+    pub fn in_data_root(data_root: &Path, pool: UsernsMaps) -> Result<Self, AllocError> {
+        RangeAllocator::new(data_root.join("userns").join("ledger.json"), pool)
+    }
+
     pub fn ledger_path(&self) -> &Path {
         &self.ledger
     }
@@ -274,7 +280,8 @@ mod tests {
             "freed space is reused"
         );
         let before = a.allocations().unwrap();
-        let reopened = RangeAllocator::new(&path, pool(4 * 65536)).unwrap();
+        let reopened = RangeAllocator::in_data_root(dir.path(), pool(4 * 65536)).unwrap();
+        assert_eq!(reopened.ledger_path(), path);
         assert_eq!(reopened.allocations().unwrap(), before);
         assert!(matches!(
             a.allocate("big", 3 * 65536),
