@@ -330,3 +330,47 @@ fn remove_and_gc() {
     assert!(!s.layers().exists(&a.layers[0].chain_id));
     assert!(s.list().unwrap().is_empty());
 }
+
+#[test]
+fn several_images_in_one_archive_and_concurrent_imports() {
+    let tmp = berth_testkit::tempdir("berth-img-");
+    let s = store(&tmp.path().join("a"));
+    let data = busybox();
+    // Concurrent imports of the same tarball share one blob and one layer.
+    let imgs: Vec<_> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..4)
+            .map(|i| {
+                let (s, data) = (&s, &data);
+                sc.spawn(move || import(s, data, &format!("img{i}")))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(s.list().unwrap().len(), 4);
+    assert_eq!(
+        s.layers().list().unwrap(),
+        vec![imgs[0].layers[0].chain_id.clone()]
+    );
+
+    for format in [ArchiveFormat::Docker, ArchiveFormat::Oci] {
+        let mut archive = Vec::new();
+        s.save(
+            &["img0", "img1", &imgs[2].id.to_string()],
+            format,
+            &mut archive,
+        )
+        .unwrap();
+        let t = store(&tmp.path().join(format!("{format:?}")));
+        let loaded = t.load(&archive[..]).unwrap();
+        let ids: BTreeSet<_> = loaded.iter().map(|l| l.id.clone()).collect();
+        let want: BTreeSet<_> = imgs[..3].iter().map(|i| i.id.clone()).collect();
+        assert_eq!(ids, want, "{format:?}");
+        assert_eq!(t.resolve("img1").unwrap().id, imgs[1].id);
+        // Saved by id: loaded untagged.
+        assert!(t
+            .resolve(&imgs[2].id.to_string())
+            .unwrap()
+            .repo_tags
+            .is_empty());
+    }
+}
