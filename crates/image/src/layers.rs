@@ -110,13 +110,20 @@ impl LayerStore {
         expected_diff_id: Option<&Digest>,
         limits: &UnpackLimits,
     ) -> Result<LayerMeta> {
-        self.unpack_pending(reader, limits)?
+        self.unpack_pending(reader, limits, true)?
             .commit(self, parent, expected_diff_id)
     }
 
     /// Unpacks into a temporary directory; [`PendingLayer::commit`] moves it into place once
     /// the caller knows where the layer goes (its parent) and what it must be.
-    pub fn unpack_pending(&self, reader: impl Read, limits: &UnpackLimits) -> Result<PendingLayer> {
+    /// With `hash` false the diff id is not computed (the caller hashed the same bytes already
+    /// and sets it with [`PendingLayer::set_diff_id`]).
+    pub fn unpack_pending(
+        &self,
+        reader: impl Read,
+        limits: &UnpackLimits,
+        hash: bool,
+    ) -> Result<PendingLayer> {
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempdir_in(&self.dir)
@@ -125,14 +132,14 @@ impl LayerStore {
         fs::create_dir(&diff).map_err(|e| ImageError::io(&diff, "create directory", e))?;
         let mut hashing = HashingReader {
             inner: reader,
-            hasher: Sha256::new(),
+            hasher: hash.then(Sha256::new),
         };
         let stats = unpack::unpack(&mut hashing, &diff, limits)?;
         // The tar reader stops at the end-of-archive marker; the diff id covers every byte.
         io::copy(&mut hashing, &mut io::sink()).map_err(unpack::UnpackError::Read)?;
         Ok(PendingLayer {
             tmp,
-            diff_id: Digest::from_hasher(hashing.hasher),
+            diff_id: hashing.hasher.map(Digest::from_hasher),
             size: stats.bytes,
             entries: stats.entries,
             owners: stats.owners,
@@ -143,13 +150,23 @@ impl LayerStore {
 /// An unpacked layer not yet in the store. Dropped without commit, it is removed.
 pub struct PendingLayer {
     tmp: tempfile::TempDir,
-    pub diff_id: Digest,
+    diff_id: Option<Digest>,
     size: u64,
     entries: u64,
     owners: LayerOwners,
 }
 
 impl PendingLayer {
+    /// The diff id, when known.
+    pub fn diff_id(&self) -> Option<&Digest> {
+        self.diff_id.as_ref()
+    }
+
+    /// Sets the diff id of a layer unpacked without hashing.
+    pub fn set_diff_id(&mut self, d: Digest) {
+        self.diff_id = Some(d);
+    }
+
     /// Checks the diff id and moves the layer to `layers/<chain id>`. If that layer exists
     /// already (unpacked meanwhile by someone else) this copy is dropped.
     pub fn commit(
@@ -158,7 +175,9 @@ impl PendingLayer {
         parent: Option<&Digest>,
         expected_diff_id: Option<&Digest>,
     ) -> Result<LayerMeta> {
-        let diff_id = self.diff_id;
+        let diff_id = self.diff_id.ok_or_else(|| {
+            ImageError::Archive("an unpacked layer has no diff id (not hashed, not set)".into())
+        })?;
         if let Some(exp) = expected_diff_id {
             if *exp != diff_id {
                 return Err(ImageError::DigestMismatch {
@@ -205,13 +224,15 @@ pub fn read_meta(path: &Path) -> Result<LayerMeta> {
 
 struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         Ok(n)
     }
 }

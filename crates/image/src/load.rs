@@ -15,7 +15,7 @@ use std::sync::{mpsc, Mutex};
 use oci_spec::image::ImageConfiguration;
 use sha2::{Digest as _, Sha256};
 
-use crate::compress;
+use crate::compress::{self, Compression};
 use crate::digest::{chain_ids, Digest};
 use crate::error::{ImageError, Result};
 use crate::layers::PendingLayer;
@@ -167,9 +167,12 @@ impl Archive {
                         spec.push((
                             name.clone(),
                             scope.spawn(move || {
-                                let (_, tar) =
+                                let (c, tar) =
                                     compress::decompress(reader).map_err(|e| bad(e.to_string()))?;
-                                store.layers.unpack_pending(tar, &store.limits)
+                                // An uncompressed layer's diff id is the digest the stager
+                                // computes anyway: hash it once.
+                                let hash = c != Compression::None;
+                                store.layers.unpack_pending(tar, &store.limits, hash)
                             }),
                         ));
                     }
@@ -228,7 +231,10 @@ impl Archive {
                 phase.metadata();
             }
             for (name, job) in spec {
-                if let (Ok(Ok(layer)), Some(staged)) = (job.join(), files.get(&name)) {
+                if let (Ok(Ok(mut layer)), Some(staged)) = (job.join(), files.get(&name)) {
+                    if layer.diff_id().is_none() {
+                        layer.set_diff_id(staged.digest.clone());
+                    }
                     pending.entry(staged.digest.clone()).or_insert(layer);
                 }
             }
