@@ -8,11 +8,14 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::atomic::LockedFile;
+use crate::atomic::{LockedFile, ShadowLock};
 use crate::map::{IdMap, IdRange, MapError};
 
 /// Mode of a subuid/subgid file we create, as shadow's tools make it.
 const NEW_FILE_MODE: u32 = 0o644;
+
+/// How long to wait for shadow's lock, as long as shadow's `lckpwdf` waits for its own.
+const SHADOW_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// One parsed entry: `owner` (a user name or a numeric uid) holds host ids
 /// `start..start+count`.
@@ -283,9 +286,18 @@ impl SubIdFile {
             path: path.into(),
             cause,
         };
-        let mut locked = LockedFile::open(path, Some(NEW_FILE_MODE))
-            .map_err(|e| io_err("lock", e))?
-            .expect("created when missing");
+        // Our flock (berth's writers), then shadow's lock (`usermod --add-subuids`), then a
+        // check that shadow did not replace the file before we got its lock.
+        let (mut locked, _shadow) = loop {
+            let locked = LockedFile::open(path, Some(NEW_FILE_MODE))
+                .map_err(|e| io_err("lock", e))?
+                .expect("created when missing");
+            let shadow =
+                ShadowLock::acquire(path, SHADOW_LOCK_PATIENCE).map_err(|e| io_err("lock", e))?;
+            if locked.is_current().map_err(|e| io_err("lock", e))? {
+                break (locked, shadow);
+            }
+        };
         let bytes = locked.read_all().map_err(|e| io_err("read", e))?;
         let mut file = SubIdFile::parse(path, &bytes);
         let (value, changed) = change(&mut file)?;
