@@ -83,6 +83,16 @@ fn describe(spec: &str, r: &RemapUser, etc: &EtcFiles) -> anyhow::Result<String>
                 e.line
             ));
         }
+        for (other, mine) in file.overlaps_with_others(&r.user, r.uid) {
+            out.push_str(&format!(
+                "warning:      {} of line {} is also {}'s ({} line {}): their processes share these host ids\n",
+                SubIdFile::span(mine),
+                mine.line,
+                other.owner,
+                SubIdFile::span(other),
+                other.line
+            ));
+        }
     }
     for (label, map) in [("uid_map", &r.maps.uid), ("gid_map", &r.maps.gid)] {
         for line in map.to_proc_text().lines() {

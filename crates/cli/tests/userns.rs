@@ -84,6 +84,22 @@ fn show_named_user_and_off_cases() {
 }
 
 #[test]
+fn show_warns_about_ranges_shared_with_other_users() {
+    let dir = etc_root();
+    // What Docker 28's `default` can produce: a remap user handed another user's range.
+    for f in ["etc/subuid", "etc/subgid"] {
+        fs::write(dir.path().join(f), "alice:100000:65536\nbob:100000:65536\n").unwrap();
+    }
+    let out = stdout(&berth(dir.path(), &["--userns-remap", "bob"]));
+    assert!(
+        out.contains(
+            "warning:      100000-165535 of line 2 is also alice's (100000-165535 line 1)"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
 fn show_user_without_ranges_fails_with_the_fix() {
     let dir = etc_root();
     let o = berth(dir.path(), &["--userns-remap", "bob"]);

@@ -65,14 +65,13 @@ pub enum RemapError {
     #[error("--userns-remap: no group {0} in {1}; create it or pick another group")]
     NoGroup(String, String),
     #[error(
-        "--userns-remap: user {user} has no subordinate ids in {file}; add them with \
-         `usermod --add-subuids {start}-{last} --add-subgids {start}-{last} {user}`",
-        last = *.start as u64 + DEFAULT_RANGE_SIZE as u64 - 1
+        "--userns-remap: user {user} has no subordinate ids in {files}; add them with \
+         `usermod {fix} {user}`"
     )]
     NoRanges {
         user: String,
-        file: String,
-        start: u32,
+        files: String,
+        fix: String,
     },
     #[error(
         "--userns-remap: cannot create the {DEFAULT_REMAP_USER} user: `{command}` failed: {detail}"
@@ -223,8 +222,31 @@ pub fn resolve(
             (user, group)
         }
     };
-    let uid = load_map(&etc.subuid(), &user)?;
-    let gid = load_map(&etc.subgid(), &user)?;
+    let (uid, uid_free) = load_map(&etc.subuid(), &user)?;
+    let (gid, gid_free) = load_map(&etc.subgid(), &user)?;
+    let (uid, gid) = match (uid, gid) {
+        (Some(uid), Some(gid)) => (uid, gid),
+        (uid, gid) => {
+            // Say exactly what is missing, with free ranges to add.
+            let mut files = Vec::new();
+            let mut fix = Vec::new();
+            let span =
+                |start: u32| format!("{start}-{}", start as u64 + DEFAULT_RANGE_SIZE as u64 - 1);
+            if uid.is_none() {
+                files.push(etc.subuid().display().to_string());
+                fix.push(format!("--add-subuids {}", span(uid_free)));
+            }
+            if gid.is_none() {
+                files.push(etc.subgid().display().to_string());
+                fix.push(format!("--add-subgids {}", span(gid_free)));
+            }
+            return Err(RemapError::NoRanges {
+                user: user.name,
+                files: files.join(" and "),
+                fix: fix.join(" "),
+            });
+        }
+    };
     tracing::info!(
         "User namespaces: ID ranges will be mapped to subuid/subgid ranges of: {}",
         user.name
@@ -320,20 +342,43 @@ fn ensure_default_user(
     Ok((user, group))
 }
 
-/// The user's map from one subid file; bad lines are logged and skipped.
-fn load_map(path: &std::path::Path, user: &User) -> Result<crate::map::IdMap, RemapError> {
+/// The user's map from one subid file (`None`: no entry), and the first free range there
+/// to suggest when there is none. Bad lines and shared ids are logged.
+fn load_map(
+    path: &std::path::Path,
+    user: &User,
+) -> Result<(Option<crate::map::IdMap>, u32), RemapError> {
     let file = SubIdFile::read(path)?;
     for bad in file.bad_lines() {
         tracing::warn!("skipping {bad}");
     }
-    file.id_map_for(&user.name, user.uid)?
-        .ok_or_else(|| RemapError::NoRanges {
-            user: user.name.clone(),
-            file: path.display().to_string(),
-            start: file
-                .first_free(DEFAULT_RANGE_MIN, DEFAULT_RANGE_SIZE)
-                .unwrap_or(DEFAULT_RANGE_MIN),
-        })
+    for (other, mine) in file.overlaps_with_others(&user.name, user.uid) {
+        tracing::warn!(
+            "{}'s ids {} ({} line {}) are also {}'s ({} line {}): their processes and berth's containers share host ids",
+            user.name,
+            SubIdFile::span(mine),
+            path.display(),
+            mine.line,
+            other.owner,
+            SubIdFile::span(other),
+            other.line
+        );
+    }
+    let map = file.id_map_for(&user.name, user.uid)?;
+    if let Some(map) = &map {
+        if map.len() < DEFAULT_RANGE_SIZE as u64 {
+            tracing::warn!(
+                "{} has only {} subordinate ids in {}: files owned by ids up to 65535 in images (such as nobody, 65534) will show as unmapped",
+                user.name,
+                map.len(),
+                path.display()
+            );
+        }
+    }
+    let free = file
+        .first_free(DEFAULT_RANGE_MIN, DEFAULT_RANGE_SIZE)
+        .unwrap_or(DEFAULT_RANGE_MIN);
+    Ok((map, free))
 }
 
 #[cfg(test)]
@@ -461,11 +506,21 @@ mod tests {
         let e = resolve(&"bob".parse().unwrap(), &etc, &FakeCreator::default()).unwrap_err();
         assert!(
             e.to_string().contains(
-                "user bob has no subordinate ids in ROOT/etc/subuid; add them with `usermod \
-                 --add-subuids 165536-231071 --add-subgids 165536-231071 bob`"
+                "user bob has no subordinate ids in ROOT/etc/subuid and ROOT/etc/subgid; add \
+                 them with `usermod --add-subuids 165536-231071 --add-subgids 165536-231071 bob`"
                     .replace("ROOT", &dir.path().display().to_string())
                     .as_str()
             ),
+            "{e}"
+        );
+        // Only what is missing is asked for.
+        fs::write(etc.subuid(), "alice:100000:65536\nbob:200000:65536\n").unwrap();
+        let e = resolve(&"bob".parse().unwrap(), &etc, &FakeCreator::default()).unwrap_err();
+        assert!(
+            e.to_string().ends_with(&format!(
+                "no subordinate ids in {}; add them with `usermod --add-subgids 165536-231071 bob`",
+                etc.subgid().display()
+            )),
             "{e}"
         );
         let e = resolve(&"carol".parse().unwrap(), &etc, &FakeCreator::default()).unwrap_err();

@@ -192,6 +192,28 @@ impl SubIdFile {
             .collect()
     }
 
+    /// Entries of other users that share ids with this user's entries, as (theirs, ours)
+    /// pairs: two users whose containers run as the same host ids can reach each other's
+    /// files. (Docker 28's `default` can create such an overlap.)
+    pub fn overlaps_with_others(&self, name: &str, uid: u32) -> Vec<(&SubIdEntry, &SubIdEntry)> {
+        let uid_text = uid.to_string();
+        let ours = self.entries_for(name, uid);
+        self.entries
+            .iter()
+            .filter(|e| e.owner != name && e.owner != uid_text)
+            .flat_map(|other| {
+                ours.iter()
+                    .filter(move |mine| mine.overlaps(other.start, other.count))
+                    .map(move |mine| (other, *mine))
+            })
+            .collect()
+    }
+
+    /// `100000-165535`: the ids of an entry, for messages.
+    pub fn span(e: &SubIdEntry) -> String {
+        format!("{}-{}", e.start, last(e.start, e.count))
+    }
+
     /// The user's ranges packed one after another from container id 0, as Docker does.
     /// `None` when the user has no entry.
     pub fn id_map_for(&self, name: &str, uid: u32) -> Result<Option<IdMap>, SubIdError> {
@@ -381,6 +403,20 @@ mod tests {
         let f = SubIdFile::parse(Path::new("/etc/subuid"), b"a:100:10\na:105:10\n");
         let e = f.id_map_for("a", 5).unwrap_err();
         assert!(e.to_string().contains("ranges of a in /etc/subuid"), "{e}");
+    }
+
+    #[test]
+    fn finds_overlaps_with_other_users() {
+        let f = SubIdFile::parse(
+            Path::new("s"),
+            b"alice:100000:65536\ndockremap:100000:65536\n999:160000:10\nbob:300000:5\n",
+        );
+        let o = f.overlaps_with_others("dockremap", 999);
+        assert_eq!(o.len(), 2);
+        assert_eq!((o[0].0.owner.as_str(), o[0].1.line), ("alice", 2));
+        assert_eq!((o[1].0.owner.as_str(), o[1].1.line), ("alice", 3));
+        assert_eq!(SubIdFile::span(o[0].0), "100000-165535");
+        assert!(f.overlaps_with_others("bob", 1001).is_empty());
     }
 
     #[test]
