@@ -55,48 +55,83 @@ impl EtcFiles {
         self.root.join("etc/subgid")
     }
 
+    /// On the host, users and groups the files do not hold are looked up through NSS
+    /// (`getent`, so LDAP or sssd accounts work), as Docker does; a copy under another root
+    /// is only its files.
     pub fn user_by_name(&self, name: &str) -> io::Result<Option<User>> {
-        Ok(self.users()?.into_iter().find(|u| u.name == name))
+        let found = self.users()?.into_iter().find(|u| u.name == name);
+        Ok(found.or_else(|| self.getent("passwd", name).and_then(|f| parse_user(&f))))
     }
 
     pub fn user_by_uid(&self, uid: u32) -> io::Result<Option<User>> {
-        Ok(self.users()?.into_iter().find(|u| u.uid == uid))
+        let found = self.users()?.into_iter().find(|u| u.uid == uid);
+        Ok(found.or_else(|| {
+            self.getent("passwd", &uid.to_string())
+                .and_then(|f| parse_user(&f))
+        }))
     }
 
     pub fn group_by_name(&self, name: &str) -> io::Result<Option<Group>> {
-        Ok(self.groups()?.into_iter().find(|g| g.name == name))
+        let found = self.groups()?.into_iter().find(|g| g.name == name);
+        Ok(found.or_else(|| self.getent("group", name).and_then(|f| parse_group(&f))))
     }
 
     pub fn group_by_gid(&self, gid: u32) -> io::Result<Option<Group>> {
-        Ok(self.groups()?.into_iter().find(|g| g.gid == gid))
+        let found = self.groups()?.into_iter().find(|g| g.gid == gid);
+        Ok(found.or_else(|| {
+            self.getent("group", &gid.to_string())
+                .and_then(|f| parse_group(&f))
+        }))
+    }
+
+    /// The fields of `getent DB KEY`'s first line, on the host only. Any failure (no such
+    /// entry, no getent) is "not found".
+    fn getent(&self, db: &str, key: &str) -> Option<Vec<String>> {
+        if !self.is_host() || key.is_empty() || key.starts_with('-') {
+            return None;
+        }
+        let out = std::process::Command::new("getent")
+            .args([db, key])
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().next()?;
+        Some(line.split(':').map(str::to_string).collect())
     }
 
     /// Every well-formed line of the passwd file (`name:pw:uid:gid:...`); others are skipped.
     fn users(&self) -> io::Result<Vec<User>> {
         Ok(read_colon_file(&self.passwd())?
-            .into_iter()
-            .filter_map(|f| {
-                Some(User {
-                    name: f.first()?.to_string(),
-                    uid: f.get(2)?.parse().ok()?,
-                    gid: f.get(3)?.parse().ok()?,
-                })
-            })
+            .iter()
+            .filter_map(|f| parse_user(f))
             .collect())
     }
 
     /// Every well-formed line of the group file (`name:pw:gid:members`).
     fn groups(&self) -> io::Result<Vec<Group>> {
         Ok(read_colon_file(&self.group())?
-            .into_iter()
-            .filter_map(|f| {
-                Some(Group {
-                    name: f.first()?.to_string(),
-                    gid: f.get(2)?.parse().ok()?,
-                })
-            })
+            .iter()
+            .filter_map(|f| parse_group(f))
             .collect())
     }
+}
+
+fn parse_user(f: &[String]) -> Option<User> {
+    Some(User {
+        name: f.first().filter(|n| !n.is_empty())?.to_string(),
+        uid: f.get(2)?.parse().ok()?,
+        gid: f.get(3)?.parse().ok()?,
+    })
+}
+
+fn parse_group(f: &[String]) -> Option<Group> {
+    Some(Group {
+        name: f.first().filter(|n| !n.is_empty())?.to_string(),
+        gid: f.get(2)?.parse().ok()?,
+    })
 }
 
 /// The colon-separated fields of each line that is not blank or a comment. A missing file
@@ -140,6 +175,10 @@ mod tests {
         assert_eq!(etc.group_by_gid(1001).unwrap().unwrap().name, "staff");
         assert_eq!(etc.group_by_name("staff").unwrap().unwrap().gid, 1001);
         assert!(!etc.is_host());
+        // A copy never asks NSS: what its files lack does not exist.
+        assert_eq!(etc.user_by_name("nobody").unwrap(), None);
         assert!(EtcFiles::host().is_host());
+        assert_eq!(parse_user(&["x".into(), "x".into(), "5".into()]), None);
+        assert_eq!(parse_group(&["".into(), "x".into(), "5".into()]), None);
     }
 }
