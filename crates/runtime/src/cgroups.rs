@@ -34,6 +34,19 @@ pub enum Layout {
 const CGROUP2_SUPER_MAGIC: i64 = 0x63677270;
 
 impl Layout {
+    /// Whether the first directory of a [`Placement`] is in a cgroup2 hierarchy (which
+    /// clone3 can put a child into directly).
+    pub fn first_is_v2(&self) -> bool {
+        matches!(
+            self,
+            Layout::V2 { .. }
+                | Layout::V1 {
+                    unified: Some(_),
+                    ..
+                }
+        )
+    }
+
     /// The host's layout, from the file system type of /sys/fs/cgroup.
     pub fn detect() -> Layout {
         let root = PathBuf::from("/sys/fs/cgroup");
@@ -403,7 +416,12 @@ fn max_or(v: i64) -> String {
 
 /// Moves `pid` into every cgroup of the placement.
 pub fn join(pl: &Placement, pid: i32) -> Result<()> {
-    for d in &pl.dirs {
+    join_from(pl, pid, 0)
+}
+
+/// [`join`] for every directory but the first `skip` (those the process was born in).
+pub fn join_from(pl: &Placement, pid: i32, skip: usize) -> Result<()> {
+    for d in pl.dirs.iter().skip(skip) {
         write_file(d, "cgroup.procs", &pid.to_string())?;
     }
     Ok(())

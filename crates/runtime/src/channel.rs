@@ -15,12 +15,16 @@ use nix::sys::socket::{
 };
 
 /// Messages of the handshake. Child to parent: `NeedHooks`, `Console`, `Ready`, `Failed`.
-/// Parent to child: `Go`, `HooksDone`.
+/// Parent to child: `Go`, `Joined`, `HooksDone`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Tag {
     /// Parent: the id maps are written, the cgroups joined; go on.
     Go = b'G',
+    /// Parent: the child is in the container's cgroups (sent after `Go`: moving a task
+    /// between v1 cgroups waits for an RCU grace period, which the child's mount work
+    /// overlaps).
+    Joined = b'J',
     /// Child: the namespaces exist; run prestart and createRuntime hooks now.
     NeedHooks = b'H',
     /// Parent: the hooks ran.
@@ -37,6 +41,7 @@ impl Tag {
     fn from_u8(b: u8) -> Option<Tag> {
         Some(match b {
             b'G' => Tag::Go,
+            b'J' => Tag::Joined,
             b'H' => Tag::NeedHooks,
             b'h' => Tag::HooksDone,
             b'T' => Tag::Console,
@@ -69,6 +74,10 @@ impl Channel {
             SockFlag::SOCK_CLOEXEC,
         )?;
         Ok((Channel { fd: a }, Channel { fd: b }))
+    }
+
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 
     pub fn send(&self, tag: Tag, text: &str, fd: Option<RawFd>) -> Result<(), Errno> {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -274,6 +274,7 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
         spec: &spec,
         bundle: &bundle,
         chan: &child_chan,
+        runtime_end: parent_chan.raw(),
         fifo: fifo.as_fd(),
         console_sock: console_sock.as_ref().map(|s| s.as_raw_fd()),
         stdio: opts
@@ -294,9 +295,32 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
         runtime_hooks,
         new_userns,
         late_unshare: nix::sched::CloneFlags::from_bits_truncate((flags & late) as i32),
+        // A fresh cgroup2 mount shows the cgroup namespace's root: it must exist first.
+        cgroupns_before_mounts: matches!(rt.cgroups, cgroups::Layout::V2 { .. })
+            && spec
+                .mounts()
+                .iter()
+                .flatten()
+                .any(|m| m.typ().as_deref() == Some("cgroup")),
     };
     let clone_flags = flags & !late;
-    let pid = spawn(clone_flags, &join_fds, move || init::run(args)).map_err(|e| with_id(e, id))?;
+    // Born in the cgroup2 directory when we can: one cgroup write (and its wait) less.
+    let v2_dir = (join_fds.is_empty() && rt.cgroups.first_is_v2())
+        .then(|| placement.dirs.first())
+        .flatten()
+        .map(|d| {
+            fs::File::open(d)
+                .map(OwnedFd::from)
+                .map_err(|e| Error::io("open cgroup", d, e))
+        })
+        .transpose()?;
+    let pid = spawn(
+        clone_flags,
+        &join_fds,
+        v2_dir.as_ref().map(|f| f.as_fd()),
+        move || init::run(args),
+    )
+    .map_err(|e| with_id(e, id))?;
     cleanup.child = Some(pid);
     drop(child_chan);
     drop(fifo);
@@ -306,17 +330,22 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
     if let Some((uid, gid)) = &maps {
         write_maps(pid, uid, gid)?;
     }
-    cgroups::join(&placement, pid)?;
-    if let Some(adj) = process.oom_score_adj() {
-        let p = format!("/proc/{pid}/oom_score_adj");
-        fs::write(&p, adj.to_string()).map_err(|e| Error::io("set oom_score_adj", &p, e))?;
-    }
     let fail = |message: String| Error::Init {
         id: id.into(),
         message,
     };
     parent_chan
         .send(Tag::Go, &pid.to_string(), None)
+        .map_err(|e| fail(format!("handshake: {e}")))?;
+    // While the child mounts, put it in its cgroups; it waits for `Joined` before it
+    // unshares its cgroup namespace and before it execs.
+    cgroups::join_from(&placement, pid, usize::from(v2_dir.is_some()))?;
+    if let Some(adj) = process.oom_score_adj() {
+        let p = format!("/proc/{pid}/oom_score_adj");
+        fs::write(&p, adj.to_string()).map_err(|e| Error::io("set oom_score_adj", &p, e))?;
+    }
+    parent_chan
+        .send(Tag::Joined, "", None)
         .map_err(|e| fail(format!("handshake: {e}")))?;
     let creating = State {
         oci_version: OCI_VERSION.into(),
@@ -400,9 +429,14 @@ fn child_exit() -> ! {
 /// Forks `child` into new namespaces `flags`, after joining `joins` (user first). Without
 /// namespaces to join, one clone3 does it; with them, an intermediate process joins and
 /// clones with CLONE_PARENT, so that the child is still the caller's.
-fn spawn(flags: u64, joins: &[(LinuxNamespaceType, OwnedFd)], child: impl FnOnce()) -> Result<i32> {
+fn spawn(
+    flags: u64,
+    joins: &[(LinuxNamespaceType, OwnedFd)],
+    cgroup: Option<BorrowedFd>,
+    child: impl FnOnce(),
+) -> Result<i32> {
     if joins.is_empty() {
-        return match syscall::clone3_fork(flags)
+        return match syscall::clone3_fork_into(flags, cgroup)
             .map_err(|e| Error::sys("clone3 into the new namespaces", e))?
         {
             Forked::Child => {
@@ -502,6 +536,7 @@ pub fn exec(rec: &Record, process: &Process, opts: &ExecOptions) -> Result<Creat
     let args = ExecArgs {
         process,
         chan: &child_chan,
+        runtime_end: parent_chan.raw(),
         root: root.as_fd(),
         console_sock: console_sock.as_ref().map(|s| s.as_raw_fd()),
         stdio: opts

@@ -35,6 +35,9 @@ pub enum Error {
     Sys { op: String, errno: Errno },
     #[error("container `{id}` failed to start: {message}")]
     Init { id: String, message: String },
+    /// A step of the container's setup, in the child, failed.
+    #[error("{0}")]
+    Setup(String),
     #[error("hook {kind} `{path}` {reason}")]
     Hook {
         kind: &'static str,

@@ -24,6 +24,9 @@ pub struct InitArgs<'a> {
     pub spec: &'a Spec,
     pub bundle: &'a Path,
     pub chan: &'a Channel,
+    /// The runtime's end of the handshake socket, which the fork copied: closed first, so
+    /// that the runtime sees EOF when we die.
+    pub runtime_end: RawFd,
     /// The exec fifo, opened read-write: the init blocks reading it until `start` writes.
     pub fifo: BorrowedFd<'a>,
     pub console_sock: Option<RawFd>,
@@ -43,6 +46,9 @@ pub struct InitArgs<'a> {
     /// the cgroup namespace once the runtime has put us in the container's cgroups (so
     /// that they are its root).
     pub late_unshare: nix::sched::CloneFlags,
+    /// Join the cgroups and unshare the cgroup namespace before the mounts (for a fresh
+    /// cgroup2 mount) rather than after them.
+    pub cgroupns_before_mounts: bool,
 }
 
 /// Reports `r`'s error (if any) to the runtime and exits: the child never returns into the
@@ -107,17 +113,46 @@ fn hook_state(a: &InitArgs, pid: i32, status: Status) -> State {
     }
 }
 
+fn close_runtime_end(fd: RawFd) {
+    // SAFETY: closing the copy of the runtime's descriptor that fork gave us; nothing in
+    // this process uses it.
+    unsafe { libc::close(fd) };
+}
+
 fn init(mut a: InitArgs) -> Result<Infallible> {
+    close_runtime_end(a.runtime_end);
     non_dumpable();
     set_stdio(a.stdio)?;
     let go = a.chan.expect(Tag::Go).map_err(init_err)?;
     let host_pid: i32 = go.text.parse().unwrap_or(0);
+    let mut joined = false;
     if a.runtime_hooks {
         a.chan
             .send(Tag::NeedHooks, "", None)
             .map_err(|e| Error::sys("handshake", e))?;
-        a.chan.expect(Tag::HooksDone).map_err(init_err)?;
+        loop {
+            match a.chan.recv() {
+                Ok(Some(m)) if m.tag == Tag::HooksDone => break,
+                Ok(Some(m)) if m.tag == Tag::Joined => joined = true,
+                Ok(Some(m)) if m.tag == Tag::Failed => return Err(init_err(m.text)),
+                Ok(_) => return Err(init_err("handshake: unexpected message or EOF".into())),
+                Err(e) => return Err(Error::sys("handshake", e)),
+            }
+        }
     }
+    let cgroup_flag = nix::sched::CloneFlags::CLONE_NEWCGROUP;
+    let unshare_cgroupns = a.late_unshare.contains(cgroup_flag);
+    let in_cgroups = |joined: &mut bool| -> Result<()> {
+        if !*joined {
+            a.chan.expect(Tag::Joined).map_err(init_err)?;
+            *joined = true;
+        }
+        if unshare_cgroupns {
+            nix::sched::unshare(cgroup_flag)
+                .map_err(|e| Error::sys("unshare the cgroup namespace", e))?;
+        }
+        Ok(())
+    };
     let process = a
         .spec
         .process()
@@ -136,9 +171,12 @@ fn init(mut a: InitArgs) -> Result<Infallible> {
         nix::unistd::setresuid(root_uid, root_uid, root_uid)
             .map_err(|e| Error::sys("become root of the user namespace (setresuid 0)", e))?;
     }
-    if !a.late_unshare.is_empty() {
-        nix::sched::unshare(a.late_unshare)
-            .map_err(|e| Error::sys("unshare the ipc and cgroup namespaces", e))?;
+    let ipc = a.late_unshare - cgroup_flag;
+    if !ipc.is_empty() {
+        nix::sched::unshare(ipc).map_err(|e| Error::sys("unshare the ipc namespace", e))?;
+    }
+    if a.cgroupns_before_mounts {
+        in_cgroups(&mut joined)?;
     }
     mounts::mount_all(&a.mounts, &mut prepared)?;
     if let Some(h) = a
@@ -179,6 +217,9 @@ fn init(mut a: InitArgs) -> Result<Infallible> {
         }
     }
     let prep = process::prepare(process)?;
+    if !a.cgroupns_before_mounts {
+        in_cgroups(&mut joined)?;
+    }
     a.chan
         .send(Tag::Ready, "", console.as_ref().map(|c| c.as_raw_fd()))
         .map_err(|e| Error::sys("handshake", e))?;
@@ -221,16 +262,14 @@ fn init(mut a: InitArgs) -> Result<Infallible> {
 }
 
 fn init_err(msg: String) -> Error {
-    Error::Init {
-        id: String::new(),
-        message: msg,
-    }
+    Error::Setup(msg)
 }
 
 /// What an exec'd process needs.
 pub struct ExecArgs<'a> {
     pub process: &'a Process,
     pub chan: &'a Channel,
+    pub runtime_end: RawFd,
     /// `/proc/<init>/root`, opened before joining: the container's root even when it was
     /// made with chroot (--no-pivot).
     pub root: BorrowedFd<'a>,
@@ -247,6 +286,7 @@ pub fn run_exec(a: ExecArgs) -> ! {
 }
 
 fn exec_child(a: ExecArgs) -> Result<Infallible> {
+    close_runtime_end(a.runtime_end);
     non_dumpable();
     set_stdio(a.stdio)?;
     a.chan.expect(Tag::Go).map_err(init_err)?;

@@ -180,10 +180,8 @@ pub fn exec(p: &Process, prep: &Prepared, conf: &Confinement) -> Result<Infallib
     // The bounding set can only be reduced while we still hold CAP_SETPCAP.
     for c in caps::all() {
         if !bounding.contains(&c) {
-            caps::drop(None, CapSet::Bounding, c).map_err(|e| Error::Init {
-                id: String::new(),
-                message: format!("drop {c} from the bounding set: {e}"),
-            })?;
+            caps::drop(None, CapSet::Bounding, c)
+                .map_err(|e| Error::Setup(format!("drop {c} from the bounding set: {e}")))?;
         }
     }
     // SAFETY: prctl with integer arguments only.
@@ -210,9 +208,8 @@ pub fn exec(p: &Process, prep: &Prepared, conf: &Confinement) -> Result<Infallib
     nix::unistd::setresgid(gid, gid, gid).map_err(|e| Error::sys(format!("setresgid {gid}"), e))?;
     let uid = Uid::from_raw(user.uid());
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| Error::sys(format!("setresuid {uid}"), e))?;
-    let cap_err = |what: &str, e: caps::errors::CapsError| Error::Init {
-        id: String::new(),
-        message: format!("set {what} capabilities: {e}"),
+    let cap_err = |what: &str, e: caps::errors::CapsError| {
+        Error::Setup(format!("set {what} capabilities: {e}"))
     };
     // A change of uid away from 0 cleared the effective set: take back what is permitted so
     // that the inheritable set can be written, then narrow everything to the config.
@@ -223,7 +220,10 @@ pub fn exec(p: &Process, prep: &Prepared, conf: &Confinement) -> Result<Infallib
     caps::set(None, CapSet::Permitted, &permitted).map_err(|e| cap_err("permitted", e))?;
     caps::clear(None, CapSet::Ambient).map_err(|e| cap_err("ambient", e))?;
     for c in &ambient {
-        caps::raise(None, CapSet::Ambient, *c).map_err(|e| cap_err("ambient", e))?;
+        // As runc: an ambient capability the kernel refuses (not inheritable) is a warning.
+        if let Err(e) = caps::raise(None, CapSet::Ambient, *c) {
+            tracing::debug!("cannot raise ambient capability {c}: {e}");
+        }
     }
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };

@@ -158,6 +158,7 @@ fn init_logging(cli: &Cli) {
                 "warn"
             }))
             .with_writer(std::io::stderr)
+            .with_ansi(false)
             .try_init();
         return;
     };
