@@ -111,6 +111,15 @@ impl Channel {
 
     /// The next message, or None at EOF (the other side is gone).
     pub fn recv(&self) -> Result<Option<Message>, Errno> {
+        self.recv_flags(MsgFlags::empty())
+    }
+
+    /// A message already waiting, without blocking (EAGAIN when there is none).
+    pub fn try_recv(&self) -> Result<Option<Message>, Errno> {
+        self.recv_flags(MsgFlags::MSG_DONTWAIT)
+    }
+
+    fn recv_flags(&self, flags: MsgFlags) -> Result<Option<Message>, Errno> {
         let mut buf = vec![0u8; MAX_MSG];
         let mut cmsg = nix::cmsg_space!([RawFd; 1]);
         let (n, fd) = loop {
@@ -119,7 +128,7 @@ impl Channel {
                 self.fd.as_raw_fd(),
                 &mut iov,
                 Some(&mut cmsg),
-                MsgFlags::MSG_CMSG_CLOEXEC,
+                MsgFlags::MSG_CMSG_CLOEXEC | flags,
             ) {
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e),

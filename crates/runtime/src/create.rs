@@ -213,6 +213,7 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
         ));
     }
     let filter = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
+    check_unsupported(&spec)?;
 
     fs::create_dir_all(&rt.root).map_err(|e| Error::io("create state root", &rt.root, e))?;
     match fs::create_dir(dir) {
@@ -332,7 +333,7 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
     }
     let fail = |message: String| Error::Init {
         id: id.into(),
-        message,
+        message: child_failure(&parent_chan).unwrap_or(message),
     };
     parent_chan
         .send(Tag::Go, &pid.to_string(), None)
@@ -406,6 +407,54 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
     }
     cleanup.armed = false;
     Ok(Created { pid, console })
+}
+
+/// Config fields this runtime does not implement: refused when ignoring them would change
+/// what the container can do or see, warned about otherwise.
+fn check_unsupported(spec: &Spec) -> Result<()> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    if linux.time_offsets().as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(Error::InvalidConfig(
+            "linux.timeOffsets is not supported by berth-runtime; remove it".into(),
+        ));
+    }
+    let mut ignored = Vec::new();
+    if linux.intel_rdt().is_some() {
+        ignored.push("linux.intelRdt");
+    }
+    if linux.memory_policy().is_some() {
+        ignored.push("linux.memoryPolicy");
+    }
+    if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        ignored.push("linux.netDevices");
+    }
+    if linux.personality().is_some() {
+        ignored.push("linux.personality");
+    }
+    if let Some(p) = spec.process() {
+        if p.scheduler().is_some() {
+            ignored.push("process.scheduler");
+        }
+        if p.io_priority().is_some() {
+            ignored.push("process.ioPriority");
+        }
+        if p.exec_cpu_affinity().is_some() {
+            ignored.push("process.execCPUAffinity");
+        }
+    }
+    for f in ignored {
+        tracing::warn!("{f} is not supported by berth-runtime and is ignored");
+    }
+    Ok(())
+}
+
+/// The child's own failure message, if it sent one before the handshake broke (a write
+/// to a child that just failed and exited meets EPIPE or ECONNRESET before its message).
+fn child_failure(chan: &Channel) -> Option<String> {
+    match chan.try_recv() {
+        Ok(Some(m)) if m.tag == Tag::Failed => Some(m.text),
+        _ => None,
+    }
 }
 
 /// Names the container in an error from the forking helpers, which do not know it.

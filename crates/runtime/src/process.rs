@@ -255,12 +255,45 @@ pub fn exec(p: &Process, prep: &Prepared, conf: &Confinement) -> Result<Infallib
         // SAFETY: fcntl on a plain integer descriptor; failure (not open) is harmless.
         unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
     }
+    apply_lsm_label(p);
     reset_signals();
     let e = nix::unistd::execve(&prep.path, &prep.args, &prep.env).unwrap_err();
     Err(Error::sys(
         format!("exec {}", prep.path.to_string_lossy()),
         e,
     ))
+}
+
+/// AppArmor profile and SELinux label: set for the exec where the host has the module,
+/// otherwise ignored with a warning (as the issue asks; this host has neither, so this path
+/// is not exercised by the tests).
+fn apply_lsm_label(p: &Process) {
+    let apparmor = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.trim() == "Y");
+    if let Some(profile) = p.apparmor_profile().as_ref().filter(|s| !s.is_empty()) {
+        if apparmor {
+            if let Err(e) =
+                std::fs::write("/proc/self/attr/apparmor/exec", format!("exec {profile}"))
+            {
+                tracing::warn!("apparmor profile {profile} not applied: {e}");
+            }
+        } else {
+            tracing::warn!(
+                "process.apparmorProfile {profile} ignored: AppArmor is not enabled on this host"
+            );
+        }
+    }
+    if let Some(label) = p.selinux_label().as_ref().filter(|s| !s.is_empty()) {
+        if std::path::Path::new("/sys/fs/selinux/enforce").exists() {
+            if let Err(e) = std::fs::write("/proc/self/attr/exec", label) {
+                tracing::warn!("selinux label {label} not applied: {e}");
+            }
+        } else {
+            tracing::warn!(
+                "process.selinuxLabel {label} ignored: SELinux is not enabled on this host"
+            );
+        }
+    }
 }
 
 /// The caller's signal mask and ignored signals survive fork and exec: give the container a

@@ -249,3 +249,31 @@ fn without_user_namespace_devices_are_created() {
     assert!(out.contains("1,   3") && out.contains("1,   5"), "{out}");
     assert!(out.contains("0          0 4294967295"), "{out}");
 }
+
+#[test]
+fn sysctl_oom_score_adj_no_pivot_and_propagation() {
+    let mut b = Bundle::new("brt-misc", true);
+    b.config["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+    b.config["process"]["oomScoreAdj"] = json!(500);
+    b.config["linux"]["rootfsPropagation"] = json!("rshared");
+    b.script("cat /proc/sys/net/ipv4/ip_forward /proc/self/oom_score_adj; awk '$5 == \"/\"' /proc/self/mountinfo");
+    let out = ok_stdout(&b.run(&cid("misc")));
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(&l[..2], ["1", "500"], "{out}");
+    assert!(l[2].contains("shared:"), "root is not shared: {out}");
+
+    // --no-pivot: chroot; the container still sees its own root.
+    b.script("ls /; cat /proc/self/uid_map");
+    b.write();
+    let id = cid("nopivot");
+    let bundle = b.bundle.to_str().unwrap().to_string();
+    let out = b
+        .cmd(&["run", "--no-pivot", "--bundle", &bundle, &id])
+        .output()
+        .unwrap();
+    let text = ok_stdout(&out);
+    assert!(
+        text.contains("linuxrc") && text.contains("100000"),
+        "{text}"
+    );
+}

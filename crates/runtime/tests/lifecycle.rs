@@ -272,3 +272,107 @@ fn bad_config_is_a_clear_error() {
     let out = b.cmd(&["state", "../etc"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid"));
 }
+
+/// The pty master goes to --console-socket over SCM_RIGHTS, as runc sends it.
+#[test]
+fn console_socket_receives_the_pty_master() {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut b = Bundle::new("brt-console", true);
+    b.config["process"]["terminal"] = json!(true);
+    b.script("[ -t 1 ] && echo ON_A_TTY; sleep 1");
+    let sock = b.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let id = cid("console");
+    b.write();
+    let mut child = b
+        .cmd(&[
+            "create",
+            "--console-socket",
+            sock.to_str().unwrap(),
+            "--bundle",
+            b.bundle.to_str().unwrap(),
+            &id,
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (conn, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 64];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )
+    .unwrap();
+    let mut master = None;
+    for c in msg.cmsgs().unwrap() {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the descriptor was just received and is owned by nobody else.
+            master = Some(unsafe { OwnedFd::from_raw_fd(fds[0]) });
+        }
+    }
+    let master = master.expect("no descriptor received");
+    assert!(child.wait().unwrap().success());
+    cli_ok(&b, &["start", &id]);
+    let mut f = std::fs::File::from(master);
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !String::from_utf8_lossy(&got).contains("ON_A_TTY") && Instant::now() < deadline {
+        let mut chunk = [0u8; 256];
+        match std::io::Read::read(&mut f, &mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+    assert!(
+        String::from_utf8_lossy(&got).contains("ON_A_TTY"),
+        "{got:?}"
+    );
+    cli_ok(&b, &["delete", "--force", &id]);
+}
+
+#[test]
+fn kill_all_signals_every_process() {
+    let mut b = Bundle::new("brt-killall", true);
+    b.script("sleep 1000 & sleep 1000 & wait");
+    let id = cid("killall");
+    create(&b, &id);
+    cli_ok(&b, &["start", &id]);
+    let cg = format!("/sys/fs/cgroup/unified/berth-runtime/{id}/cgroup.procs");
+    wait_for("three processes", || {
+        std::fs::read_to_string(&cg).unwrap().lines().count() == 3
+    });
+    let pids: Vec<i64> = std::fs::read_to_string(&cg)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    cli_ok(&b, &["kill", "--all", &id, "SIGKILL"]);
+    for p in pids {
+        wait_for("every process to go", || process_gone(p));
+    }
+    cli_ok(&b, &["delete", &id]);
+}
+
+#[test]
+fn spec_and_features() {
+    let b = Bundle::new("brt-spec", false);
+    let dir = b.path().join("newbundle");
+    std::fs::create_dir(&dir).unwrap();
+    cli_ok(&b, &["spec", "--bundle", dir.to_str().unwrap()]);
+    let spec: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(spec["ociVersion"], "1.2.0");
+    let again = b
+        .cmd(&["spec", "--bundle", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "spec must not overwrite a config");
+    let f = ok_stdout(&b.cmd(&["features"]).output().unwrap());
+    let f: Value = serde_json::from_str(&f).unwrap();
+    assert_eq!(f["linux"]["mountExtensions"]["idmap"]["enabled"], true);
+}

@@ -134,12 +134,15 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let to_file = cli.log.is_some();
     init_logging(&cli);
     match real_main(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let msg = format!("{e:#}");
-            tracing::error!("{msg}");
+            if to_file {
+                tracing::error!("{msg}");
+            }
             eprintln!("berth-runtime: {msg}");
             ExitCode::from(1)
         }
