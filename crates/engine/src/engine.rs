@@ -482,6 +482,7 @@ impl Engine {
             .await
             .map_err(|e| EngineError::System(format!("start task: {e}")))??;
 
+        tracing::debug!(id = %entry.id, "root mounted, bundle written");
         let mut child = tokio::process::Command::new(&self.inner.cfg.monitor_exe)
             .arg("monitor")
             .arg(&paths.exec_dir)
@@ -525,6 +526,7 @@ impl Engine {
                 paths.socket().display()
             ))
         })?;
+        tracing::debug!(id = %entry.id, pid, "monitor ready, container created");
         let conn = self.attach_monitor(entry, stream);
         let (tx, rx) = oneshot::channel();
         *conn.start_reply.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
@@ -677,14 +679,18 @@ impl Engine {
         if let Err(e) = self.inner.images.unmount_rootfs(&entry.id) {
             tracing::warn!(id = %entry.id, error = %e, "unmounting the container's root");
         }
-        let res = entry.update(|r| {
+        let set_exited = |r: &mut ContainerRecord| {
             r.state.status = Status::Exited;
             r.state.pid = 0;
             r.state.exit_code = status.exit_code;
             r.state.finished_at = status.finished_at.clone();
             r.state.error = status.error.clone();
-        });
-        if let Err(e) = res {
+        };
+        // An auto-removed container's record is about to go: no need to write it first.
+        let auto_remove = entry.record().host_config.auto_remove;
+        if auto_remove {
+            set_exited(&mut entry.rec.lock().unwrap_or_else(|e| e.into_inner()));
+        } else if let Err(e) = entry.update(set_exited) {
             tracing::error!(id = %entry.id, error = %e, "saving the container's exit");
         }
         entry.phase.send_modify(|p| {
@@ -694,7 +700,7 @@ impl Engine {
         });
         tracing::info!(id = %entry.id, code = status.exit_code, "container exited");
         drop(op);
-        if entry.record().host_config.auto_remove {
+        if auto_remove {
             if let Err(e) = self.remove(&entry.id, true, false).await {
                 tracing::warn!(id = %entry.id, error = %e, "auto-removing the container");
             }

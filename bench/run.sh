@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# `docker run --rm busybox true`, side by side in one run: the docker CLI against berth and
+# against Debian's dockerd 20.10, both with --userns-remap=default; and `berth run --rm` (the
+# berth client against berth). Prints each median and the ratios.
+#
+#   bench/run.sh            (N=20 runs each; N=50 bench/run.sh for more)
+#
+# Everything it starts (berth daemon, dockerd) it stops again by pid; mounts under its work
+# directory are unmounted. --userns-remap=default uses the real /etc (dockremap is created
+# if missing, as both daemons do).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$bench_root"
+
+N=${N:-20}
+DOCKER=/usr/local/bin/docker
+
+install_peers docker.io
+cargo build --release -q -p berth
+BERTH=${CARGO_TARGET_DIR:-$bench_root/target}/release/berth
+
+work=$(mktemp -d /tmp/berth-bench-XXXXXX)
+# dockerd refuses a remapped root under a directory the remapped root cannot traverse.
+chmod 755 "$work"
+BERTH_PID=
+cleanup() {
+  if [ -n "$BERTH_PID" ]; then
+    kill "$BERTH_PID" 2>/dev/null || true
+    wait "$BERTH_PID" 2>/dev/null || true
+  fi
+  stop_dockerd "$work/dockerd"
+  grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+scripts/busybox-rootfs "$work/busybox.tar" >/dev/null
+
+# berth daemon, remapped, on its own socket and roots.
+echo '{}' >"$work/berth.json"
+"$BERTH" daemon -H "unix://$work/berth.sock" --data-root "$work/berth/data" --exec-root "$work/berth/exec" \
+  --pidfile "$work/berth.pid" --config-file "$work/berth.json" --userns-remap=default --log-level warn \
+  >"$work/berth.log" 2>&1 &
+BERTH_PID=$!
+BERTH_HOST=unix://$work/berth.sock
+for _ in $(seq 300); do
+  $DOCKER -H "$BERTH_HOST" version >/dev/null 2>&1 && break
+  kill -0 "$BERTH_PID" 2>/dev/null || { cat "$work/berth.log" >&2; exit 1; }
+  sleep 0.1
+done
+$DOCKER -H "$BERTH_HOST" import "$work/busybox.tar" busybox >/dev/null
+
+start_dockerd "$work/dockerd" --userns-remap=default
+$DOCKER -H "$DOCKERD_HOST" import "$work/busybox.tar" busybox >/dev/null
+
+# One warm-up run each (first use of the image, caches).
+$DOCKER -H "$BERTH_HOST" run --rm busybox true
+$DOCKER -H "$DOCKERD_HOST" run --rm busybox true
+"$BERTH" -H "$BERTH_HOST" run --rm busybox true
+
+# Interleaved, so that load on the shared machine hits all three alike.
+for _ in $(seq "$N"); do
+  time_ms $DOCKER -H "$BERTH_HOST" run --rm busybox true >>"$work/docker-berth.ms"
+  time_ms $DOCKER -H "$DOCKERD_HOST" run --rm busybox true >>"$work/docker-dockerd.ms"
+  time_ms "$BERTH" -H "$BERTH_HOST" run --rm busybox true >>"$work/berth-berth.ms"
+done
+
+# Each run must have worked: check the last one's exit status too.
+$DOCKER -H "$BERTH_HOST" run --rm busybox true
+"$BERTH" -H "$BERTH_HOST" run --rm busybox true
+
+m_db=$(median <"$work/docker-berth.ms")
+m_dd=$(median <"$work/docker-dockerd.ms")
+m_bb=$(median <"$work/berth-berth.ms")
+printf '\nrun --rm busybox true, --userns-remap=default, median of %s (ms)\n' "$N"
+printf '  %-38s %8s\n' "docker CLI -> dockerd 20.10" "$m_dd"
+printf '  %-38s %8s   (dockerd / berth = %sx)\n' "docker CLI -> berth" "$m_db" "$(ratio "$m_dd" "$m_db")"
+printf '  %-38s %8s   (dockerd / berth = %sx)\n' "berth run -> berth" "$m_bb" "$(ratio "$m_dd" "$m_bb")"
