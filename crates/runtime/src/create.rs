@@ -294,7 +294,7 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
         idmapped,
         seccomp: filter.as_ref(),
         runtime_hooks,
-        new_userns,
+        become_ns_root: new_userns || joined_userns,
         late_unshare: nix::sched::CloneFlags::from_bits_truncate((flags & late) as i32),
         // A fresh cgroup2 mount shows the cgroup namespace's root: it must exist first.
         cgroupns_before_mounts: matches!(rt.cgroups, cgroups::Layout::V2 { .. })

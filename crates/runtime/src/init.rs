@@ -39,8 +39,9 @@ pub struct InitArgs<'a> {
     /// Whether the runtime has prestart or createRuntime hooks to run once the namespaces
     /// exist.
     pub runtime_hooks: bool,
-    /// A new user namespace whose maps the runtime writes: become its root after them.
-    pub new_userns: bool,
+    /// In a user namespace (new, whose maps the runtime writes, or joined): become its root
+    /// once the host-side work is done.
+    pub become_ns_root: bool,
     /// Namespaces to unshare after the handshake rather than at clone: the ipc namespace
     /// once we are root of the user namespace (so that its mqueue is container root's),
     /// the cgroup namespace once the runtime has put us in the container's cgroups (so
@@ -162,7 +163,7 @@ fn init(mut a: InitArgs) -> Result<Infallible> {
     process::set_rlimits(process)?;
     let idmapped = std::mem::take(&mut a.idmapped);
     let mut prepared = mounts::prepare(&a.mounts, idmapped)?;
-    if a.new_userns {
+    if a.become_ns_root {
         // From here on we are root of the container's user namespace (the maps are written).
         let root_gid = nix::unistd::Gid::from_raw(0);
         let root_uid = nix::unistd::Uid::from_raw(0);

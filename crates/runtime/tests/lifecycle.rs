@@ -376,3 +376,40 @@ fn spec_and_features() {
     let f: Value = serde_json::from_str(&f).unwrap();
     assert_eq!(f["linux"]["mountExtensions"]["idmap"]["enabled"], true);
 }
+
+/// Namespaces given by path are joined (the user namespace first, the new ones are then
+/// owned by it): a second container shares the first one's user and network namespaces.
+#[test]
+fn joins_namespaces_by_path() {
+    let mut a = Bundle::new("brt-joina", true);
+    a.config["process"]["args"] = json!(["sleep", "1000"]);
+    let ida = cid("joina");
+    create(&a, &ida);
+    let pid = a.state(&ida)["pid"].as_i64().unwrap();
+
+    let mut b = Bundle::new("brt-joinb", true);
+    let ns = b.config["linux"]["namespaces"].as_array_mut().unwrap();
+    for n in ns.iter_mut() {
+        let t = n["type"].as_str().unwrap().to_string();
+        if t == "user" || t == "network" {
+            let file = if t == "network" { "net" } else { "user" };
+            n["path"] = json!(format!("/proc/{pid}/ns/{file}"));
+        }
+    }
+    b.config["linux"]
+        .as_object_mut()
+        .unwrap()
+        .retain(|k, _| k != "uidMappings" && k != "gidMappings");
+    b.script("readlink /proc/self/ns/user; readlink /proc/self/ns/net; cat /proc/self/uid_map");
+    let out = ok_stdout(&b.run(&cid("joinb")));
+    let user = std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap();
+    let net = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l[0], user.to_str().unwrap(), "{out}");
+    assert_eq!(l[1], net.to_str().unwrap(), "{out}");
+    assert!(
+        l[2].split_whitespace().eq(["0", "100000", "65536"]),
+        "{out}"
+    );
+    cli_ok(&a, &["delete", "--force", &ida]);
+}
