@@ -24,17 +24,27 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$bench_root/target-bench}
 (cd "$bench_root" && cargo build --release -q -p berth-snapshot --example image_bench)
 B=$CARGO_TARGET_DIR/release/examples/image_bench
 
-# timed CMD...: wall time of CMD in ms; fails loudly if CMD fails.
+# CPU ticks (user+system, own and reaped children) of process $1.
+ticks() { awk '{print $14+$15+$16+$17}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+# timed OUT CMD...: appends "WALL_MS CPU_MS" of CMD to OUT; fails loudly if CMD fails. CPU is
+# the command's own user+system time plus, for the docker CLI, what dockerd spent meanwhile
+# (the work happens there). On a shared machine CPU time is the steadier figure.
 timed() {
-  local t0 t1
+  local out=$1 t0 t1 d0=0 d1=0
+  shift
+  [ -n "${DOCKERD_PID:-}" ] && d0=$(ticks "$DOCKERD_PID")
   t0=$(date +%s%N)
-  if ! "$@" >"$work/last.out" 2>&1; then
+  if ! /usr/bin/time -f "%U %S" -o "$work/last.cpu" "$@" >"$work/last.out" 2>&1; then
     echo "failed: $*" >&2
     cat "$work/last.out" >&2
     return 1
   fi
   t1=$(date +%s%N)
-  awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f\n", (b-a)/1e6}'
+  [ -n "${DOCKERD_PID:-}" ] && d1=$(ticks "$DOCKERD_PID")
+  awk -v a="$t0" -v b="$t1" -v d="$((d1 - d0))" -v hz="$hz" '
+    NR == 1 {printf "%.1f %.1f\n", (b-a)/1e6, ($1+$2)*1000 + d*1000/hz}' "$work/last.cpu" >>"$out"
 }
 
 echo "== fixtures"
@@ -64,32 +74,40 @@ docker_empty() {
 
 fresh() { rm -rf "$work/t" "$work/b" "$work/bexec"; mkdir "$work/t"; docker_empty; sync; }
 
-declare -A med
+declare -A med cpu
 for img in busybox fat; do
   for op in tar_import berth_import docker_import tar_load berth_load docker_load; do : >"$work/$img.$op"; done
   for i in $(seq "$runs"); do
-    fresh; timed tar -xf "$work/$img.tar" -C "$work/t" --numeric-owner >>"$work/$img.tar_import"
-    fresh; timed "$B" import "$work/b" "$work/$img.tar" "$img" >>"$work/$img.berth_import"
-    fresh; timed "${D[@]}" import "$work/$img.tar" "$img" >>"$work/$img.docker_import"
+    fresh; timed "$work/$img.tar_import" tar -xf "$work/$img.tar" -C "$work/t" --numeric-owner
+    fresh; timed "$work/$img.berth_import" "$B" import "$work/b" "$work/$img.tar" "$img"
+    fresh; timed "$work/$img.docker_import" "${D[@]}" import "$work/$img.tar" "$img"
     # load: the layer is the same tarball, so tar -x of it is the floor for both.
-    fresh; timed tar -xf "$work/$img.tar" -C "$work/t" --numeric-owner >>"$work/$img.tar_load"
-    fresh; timed "$B" load "$work/b" "$work/$img-save.tar" >>"$work/$img.berth_load"
-    fresh; timed "${D[@]}" load -i "$work/$img-save.tar" >>"$work/$img.docker_load"
+    fresh; timed "$work/$img.tar_load" tar -xf "$work/$img.tar" -C "$work/t" --numeric-owner
+    fresh; timed "$work/$img.berth_load" "$B" load "$work/b" "$work/$img-save.tar"
+    fresh; timed "$work/$img.docker_load" "${D[@]}" load -i "$work/$img-save.tar"
   done
   for op in tar_import berth_import docker_import tar_load berth_load docker_load; do
-    med[$img.$op]=$(median <"$work/$img.$op")
+    med[$img.$op]=$(cut -d' ' -f1 "$work/$img.$op" | median)
+    cpu[$img.$op]=$(cut -d' ' -f2 "$work/$img.$op" | median)
   done
 done
 
 echo
-echo "== import and load: median ms of $runs runs (ratio to tar -x; berth/docker)"
-printf '%-8s %-7s %10s %10s %10s %12s %12s %13s\n' image op 'tar -x' berth docker 'berth/tar' 'docker/tar' 'berth/docker'
-for img in busybox fat; do
-  for op in import load; do
-    t=${med[$img.tar_$op]} b=${med[$img.berth_$op]} d=${med[$img.docker_$op]}
-    printf '%-8s %-7s %10s %10s %10s %12s %12s %13s\n' "$img" "$op" "$t" "$b" "$d" \
-      "$(ratio "$b" "$t")" "$(ratio "$d" "$t")" "$(ratio "$b" "$d")"
+for kind in wall cpu; do
+  echo "== import and load, $kind time: median ms of $runs runs (ratio to tar -x; berth/docker)"
+  printf '%-8s %-7s %10s %10s %10s %12s %12s %13s\n' image op 'tar -x' berth docker 'berth/tar' 'docker/tar' 'berth/docker'
+  for img in busybox fat; do
+    for op in import load; do
+      if [ "$kind" = wall ]; then
+        t=${med[$img.tar_$op]} b=${med[$img.berth_$op]} d=${med[$img.docker_$op]}
+      else
+        t=${cpu[$img.tar_$op]} b=${cpu[$img.berth_$op]} d=${cpu[$img.docker_$op]}
+      fi
+      printf '%-8s %-7s %10s %10s %10s %12s %12s %13s\n' "$img" "$op" "$t" "$b" "$d" \
+        "$(ratio "$b" "$t")" "$(ratio "$d" "$t")" "$(ratio "$b" "$d")"
+    done
   done
+  echo
 done
 
 echo

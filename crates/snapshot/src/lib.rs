@@ -233,6 +233,8 @@ impl Snapshotter {
                     .collect()
             }
             (Some(maps), _) => {
+                // Cheap when the copies exist; remakes any a prune removed since prepare.
+                self.ensure_copies(&rec.layers, maps)?;
                 let base = self.copies_dir(maps);
                 rec.layers
                     .iter()
@@ -300,12 +302,10 @@ impl Snapshotter {
     pub fn unmount(&self, id: &str) -> Result<()> {
         check_id(id)?;
         let dir = self.snapshot_dir(id);
-        for sub in ["rootfs", "lower"] {
-            let p = dir.join(sub);
-            if p.exists() {
-                unmount_path(&p)?;
-                let _ = fs::remove_dir(&p);
-            }
+        let rootfs = dir.join("rootfs");
+        if rootfs.exists() {
+            unmount_path(&rootfs)?;
+            let _ = fs::remove_dir(&rootfs);
         }
         let _ = fs::remove_dir(&dir);
         Ok(())

@@ -271,6 +271,10 @@ fn remapped(mode: RemapMode, expect: RemapMethod) {
             assert!(snap.prune_copies(&keep).unwrap().is_empty());
             assert_eq!(snap.prune_copies(&keep[..1]).unwrap().len(), 1);
             assert_eq!(snap.prune_copies(&[]).unwrap().len(), 1);
+            // A prepared container whose copies were pruned gets them back on mount.
+            snap.unmount("second").unwrap();
+            let root2 = snap.mount("second").unwrap();
+            assert_eq!(owner(&root2.join("bin/busybox")), (100000, 100000));
         }
     }
 }
