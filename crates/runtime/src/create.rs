@@ -214,6 +214,7 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
     }
     let filter = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
     check_unsupported(&spec)?;
+    check_sysctls(&spec)?;
 
     fs::create_dir_all(&rt.root).map_err(|e| Error::io("create state root", &rt.root, e))?;
     match fs::create_dir(dir) {
@@ -407,6 +408,45 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
     }
     cleanup.armed = false;
     Ok(Created { pid, console })
+}
+
+/// Only sysctls that belong to a namespace the container has of its own: any other would
+/// change the host (runc keeps the same list).
+fn check_sysctls(spec: &Spec) -> Result<()> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    let has = |t: LinuxNamespaceType| linux.namespaces().iter().flatten().any(|n| n.typ() == t);
+    for k in linux.sysctl().iter().flatten().map(|(k, _)| k) {
+        if !sysctl_allowed(
+            k,
+            has(LinuxNamespaceType::Ipc),
+            has(LinuxNamespaceType::Network),
+            has(LinuxNamespaceType::Uts),
+        ) {
+            return Err(Error::InvalidConfig(format!(
+                "sysctl `{k}` is not namespaced (or the container does not have its namespace): it would change the host"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn sysctl_allowed(k: &str, ipc: bool, net: bool, uts: bool) -> bool {
+    const IPC: [&str; 8] = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    if k.contains("..") || k.contains('/') || k.starts_with('.') {
+        return false;
+    }
+    (ipc && (IPC.contains(&k) || k.starts_with("fs.mqueue.")))
+        || (net && k.starts_with("net."))
+        || (uts && (k == "kernel.hostname" || k == "kernel.domainname"))
 }
 
 /// Config fields this runtime does not implement: refused when ignoring them would change
@@ -634,4 +674,41 @@ pub fn exec(rec: &Record, process: &Process, opts: &ExecOptions) -> Result<Creat
         pid,
         console: msg.fd,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_namespaced_sysctls() {
+        assert!(sysctl_allowed("net.ipv4.ip_forward", false, true, false));
+        assert!(!sysctl_allowed("net.ipv4.ip_forward", true, false, true));
+        assert!(sysctl_allowed("kernel.shmmax", true, false, false));
+        assert!(sysctl_allowed("fs.mqueue.msg_max", true, false, false));
+        assert!(!sysctl_allowed("kernel.panic", true, true, true));
+        assert!(!sysctl_allowed("vm.overcommit_memory", true, true, true));
+        assert!(sysctl_allowed("kernel.hostname", false, false, true));
+        assert!(!sysctl_allowed("net/../../kernel/panic", true, true, true));
+    }
+
+    #[test]
+    fn namespaces_split_into_new_and_joined() {
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.2.0",
+            "linux": {"namespaces": [
+                {"type": "pid"}, {"type": "network", "path": "/proc/1/ns/net"},
+                {"type": "user", "path": "/proc/1/ns/user"}, {"type": "mount"}
+            ]}
+        }))
+        .unwrap();
+        let (flags, joins) = namespaces(&spec);
+        assert_eq!(flags, (libc::CLONE_NEWPID | libc::CLONE_NEWNS) as u64);
+        assert_eq!(
+            joins[0].0,
+            LinuxNamespaceType::User,
+            "the user namespace is joined first"
+        );
+        assert_eq!(joins.len(), 2);
+    }
 }
