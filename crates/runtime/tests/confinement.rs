@@ -277,3 +277,30 @@ fn sysctl_oom_score_adj_no_pivot_and_propagation() {
         "{text}"
     );
 }
+
+/// linux.devices are created (mknod without a user namespace) and the v1 devices cgroup
+/// denies what the rules do not allow.
+#[test]
+fn devices_and_device_cgroup_rules() {
+    let mut b = Bundle::new("brt-devices", false);
+    b.config["linux"]["devices"] = json!([
+        {"path": "/dev/mynull", "type": "c", "major": 1, "minor": 3, "fileMode": 0o640, "uid": 0, "gid": 6},
+        {"path": "/dev/myloop", "type": "b", "major": 7, "minor": 0, "fileMode": 0o600}
+    ]);
+    b.config["linux"]["resources"]["devices"] = json!([
+        {"allow": false, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw"}
+    ]);
+    b.script("ls -ln /dev/mynull; echo hi > /dev/mynull && echo NULL_OK; head -c1 /dev/myloop >/dev/null 2>&1 || echo LOOP_DENIED");
+    let out = ok_stdout(&b.run(&cid("devices")));
+    let cols: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        (cols[0], cols[2], cols[3]),
+        ("crw-r-----", "0", "6"),
+        "{out}"
+    );
+    assert!(
+        out.contains("NULL_OK") && out.contains("LOOP_DENIED"),
+        "{out}"
+    );
+}
