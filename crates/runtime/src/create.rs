@@ -291,6 +291,7 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
             userns: new_userns || joined_userns,
             new_netns: flags & libc::CLONE_NEWNET as u64 != 0,
             cgroup_v2: matches!(rt.cgroups, cgroups::Layout::V2 { .. }),
+            cgroup_dirs: placement.dirs.clone(),
         },
         idmapped,
         seccomp: filter.as_ref(),

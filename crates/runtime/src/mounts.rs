@@ -198,6 +198,9 @@ pub struct Context<'a> {
     pub userns: bool,
     pub new_netns: bool,
     pub cgroup_v2: bool,
+    /// The container's own cgroup directories on the host (v1 controllers and the
+    /// unified hierarchy): what a `cgroup` mount shows on a v1 or hybrid host.
+    pub cgroup_dirs: Vec<PathBuf>,
 }
 
 /// What the first phase opened: the root, and a detached tree for each bind mount.
@@ -205,6 +208,8 @@ pub struct Prepared {
     pub root: OwnedFd,
     /// By index in `spec.mounts`.
     trees: HashMap<usize, OwnedFd>,
+    /// For a `cgroup` mount on a v1 host: (directory name, the container's own cgroup).
+    cgroup_trees: Vec<(std::ffi::OsString, OwnedFd)>,
 }
 
 /// Phase one, while the init still holds the host's credentials (kuid 0, owner of every
@@ -241,6 +246,7 @@ pub fn prepare(cx: &Context, mut idmapped: HashMap<usize, OwnedFd>) -> Result<Pr
     )
     .map_err(|e| Error::io("open rootfs", &cx.rootfs, e.into()))?;
     let mut trees = HashMap::new();
+    let mut cgroup_trees = Vec::new();
     for (i, m) in cx.spec.mounts().iter().flatten().enumerate() {
         if let Some(t) = idmapped.remove(&i) {
             trees.insert(i, t);
@@ -260,8 +266,30 @@ pub fn prepare(cx: &Context, mut idmapped: HashMap<usize, OwnedFd>) -> Result<Pr
             // it, so it sees the host's, read-only as sysfs would be.
             (PathBuf::from("/sys"), true)
         } else if m.typ().as_deref() == Some("cgroup") && !cx.cgroup_v2 {
-            // v1 hierarchies cannot be mounted fresh from a user namespace: show the host's.
-            (PathBuf::from("/sys/fs/cgroup"), true)
+            // v1 hierarchies cannot be mounted fresh from a user namespace, and the host's
+            // whole tree is not the container's business: a tmpfs with the container's own
+            // cgroups, read-only, as runc shows them.
+            for d in &cx.cgroup_dirs {
+                let name = d
+                    .strip_prefix("/sys/fs/cgroup")
+                    .ok()
+                    .and_then(|r| r.components().next())
+                    .map(|c| c.as_os_str().to_owned());
+                let Some(name) = name else { continue };
+                let tree = syscall::open_tree_clone(None, d, false)
+                    .map_err(|e| Error::sys(format!("open cgroup {}", d.display()), e))?;
+                let ro = SetAttr {
+                    set: syscall::MOUNT_ATTR_RDONLY
+                        | syscall::MOUNT_ATTR_NOSUID
+                        | syscall::MOUNT_ATTR_NODEV
+                        | syscall::MOUNT_ATTR_NOEXEC,
+                    ..SetAttr::default()
+                };
+                syscall::mount_setattr(tree.as_fd(), false, ro, None)
+                    .map_err(|e| Error::sys(format!("make cgroup {} read-only", d.display()), e))?;
+                cgroup_trees.push((name, tree));
+            }
+            continue;
         } else {
             continue;
         };
@@ -280,7 +308,11 @@ pub fn prepare(cx: &Context, mut idmapped: HashMap<usize, OwnedFd>) -> Result<Pr
         }
         trees.insert(i, tree);
     }
-    Ok(Prepared { root, trees })
+    Ok(Prepared {
+        root,
+        trees,
+        cgroup_trees,
+    })
 }
 
 /// The magic-link path of a descriptor, which mount(2) follows to the resolved target.
@@ -403,6 +435,10 @@ pub fn mount_all(cx: &Context, p: &mut Prepared) -> Result<()> {
                 dest.display()
             )));
         }
+        if typ == "cgroup" && !cx.cgroup_v2 {
+            cgroup_v1_view(p, dest, &opts)?;
+            continue;
+        }
         let fstype = if typ == "cgroup" {
             "cgroup2".to_string()
         } else {
@@ -460,6 +496,38 @@ pub fn mount_all(cx: &Context, p: &mut Prepared) -> Result<()> {
     }
     if !dev_is_bind {
         setup_dev(cx, p.root.as_fd())?;
+    }
+    Ok(())
+}
+
+/// A `cgroup` mount on a v1 host: tmpfs, a directory per hierarchy the container is in with
+/// its own cgroup bound there, then the tmpfs made read-only.
+fn cgroup_v1_view(p: &mut Prepared, dest: &Path, opts: &MountOptions) -> Result<()> {
+    let target = resolve_in_root(p.root.as_fd(), dest, false)?;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(
+        Some("tmpfs"),
+        fd_path(target.as_fd()).as_str(),
+        Some("tmpfs"),
+        flags,
+        Some("mode=755"),
+    )
+    .map_err(|e| Error::sys(format!("mount tmpfs for cgroups at {}", dest.display()), e))?;
+    for (name, tree) in std::mem::take(&mut p.cgroup_trees) {
+        let sub = resolve_in_root(p.root.as_fd(), &dest.join(&name), false)?;
+        syscall::move_mount(tree.as_fd(), sub.as_fd())
+            .map_err(|e| Error::sys(format!("attach cgroup {}", dest.join(&name).display()), e))?;
+    }
+    if opts.flags.contains(MsFlags::MS_RDONLY) {
+        let target = resolve_in_root(p.root.as_fd(), dest, false)?;
+        mount(
+            None::<&str>,
+            fd_path(target.as_fd()).as_str(),
+            None::<&str>,
+            flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| Error::sys(format!("make {} read-only", dest.display()), e))?;
     }
     Ok(())
 }

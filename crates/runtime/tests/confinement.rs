@@ -304,3 +304,27 @@ fn devices_and_device_cgroup_rules() {
         "{out}"
     );
 }
+
+/// On this v1/hybrid host a `cgroup` mount shows the container's own cgroups only.
+#[test]
+fn cgroup_mount_shows_only_the_containers_cgroups() {
+    let mut b = Bundle::new("brt-cgmount", true);
+    let has_cgroup_mount = b.config["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["type"] == "cgroup");
+    if !has_cgroup_mount {
+        b.add_mount(
+            json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                           "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+        );
+    }
+    b.config["linux"]["resources"]["memory"] = json!({"limit": 48 << 20});
+    b.script("ls /sys/fs/cgroup | tr '\\n' ' '; echo; cat /sys/fs/cgroup/memory/memory.limit_in_bytes; ls /sys/fs/cgroup/unified/cgroup.procs; touch /sys/fs/cgroup/x 2>/dev/null && echo WRITABLE; true");
+    let out = ok_stdout(&b.run(&cid("cgmount")));
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l[0].trim(), "memory unified", "{out}");
+    assert_eq!(l[1], (48u64 << 20).to_string(), "{out}");
+    assert!(!out.contains("WRITABLE"), "{out}");
+}
