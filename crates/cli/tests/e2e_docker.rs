@@ -433,6 +433,27 @@ fn remap_refusals_userns_host_and_inspect() {
 fn exit_codes_stdin_names_logs_and_inspect() {
     let d = Daemon::start(None, None);
     d.import_busybox();
+    // The default and `none` networks have a working loopback; host shares the host's.
+    for net in ["default", "none"] {
+        d.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            net,
+            "busybox",
+            "ping",
+            "-c1",
+            "-W5",
+            "127.0.0.1",
+        ]);
+    }
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_eq!(
+        d.ok(&["run", "--rm", "--network", "host", "busybox", "hostname"])
+            .trim(),
+        host
+    );
+
     let o = d.docker(&["run", "--rm", "busybox", "sh", "-c", "exit 3"]);
     assert_eq!(o.status.code(), Some(3));
 
@@ -588,9 +609,25 @@ fn restart_keeps_containers_and_the_lock_refuses_a_second_daemon() {
         stderr(&out)
     );
 
+    // A running container survives the daemon's restart under its monitor.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "live",
+        "busybox",
+        "sh",
+        "-c",
+        "echo before; trap 'exit 9' TERM; while true; do sleep 0.1; done",
+    ]);
+
     d.restart();
     let ps = d.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
-    assert!(ps.starts_with("old Exited (4)"), "{ps}");
+    assert!(ps.contains("old Exited (4)"), "{ps}");
+    assert!(ps.contains("live Up"), "{ps}");
+    assert_eq!(d.ok(&["logs", "live"]), "before\n");
+    d.ok(&["stop", "-t", "60", "live"]);
+    assert_eq!(d.ok(&["wait", "live"]).trim(), "9");
     assert_eq!(d.docker(&["start", "-a", "old"]).status.code(), Some(4));
     assert_eq!(
         d.ok(&["images", "--format", "{{.Repository}}"])
@@ -662,4 +699,39 @@ fn bad_requests_get_json_errors_and_the_daemon_keeps_serving() {
     let (status, body) = d.http("GET", "/_ping", "");
     assert_eq!((status, body.as_str()), (200, "OK"));
     d.ok(&["version"]);
+}
+
+/// docker-py (PyPI `docker`) as a client: create, start, wait, logs, remove.
+#[test]
+fn docker_py_create_start_wait_logs_remove() {
+    let d = Daemon::start(None, None);
+    d.import_busybox();
+    let script = r#"
+import sys
+import docker
+c = docker.DockerClient(base_url="unix://" + sys.argv[1], version="auto")
+ct = c.containers.create("busybox", ["sh", "-c", "echo py-out; exit 2"], name="py1")
+ct.start()
+assert ct.wait()["StatusCode"] == 2
+assert ct.logs() == b"py-out\n", ct.logs()
+ct.reload()
+assert ct.status == "exited", ct.status
+ct.remove()
+assert not [x for x in c.containers.list(all=True) if x.name == "py1"]
+assert c.containers.run("busybox", ["echo", "hello"], remove=True) == b"hello\n"
+assert "busybox:latest" in c.images.get("busybox").tags
+print("docker-py ok")
+"#;
+    let out = Command::new("timeout")
+        .args([TIMEOUT, "python3", "-c", script])
+        .arg(&d.sock)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker-py failed (needs `pip install docker`):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("docker-py ok"));
 }

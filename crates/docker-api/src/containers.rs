@@ -181,6 +181,11 @@ fn inspect_json(view: &ContainerView) -> Value {
             "Networks": {},
         },
     });
+    // Logs are always kept in Docker's json-file format; clients (docker-py's run) read this.
+    v["HostConfig"]["LogConfig"] = json!({"Type": "json-file", "Config": {}});
+    if rec.host_config.network_mode.is_empty() {
+        v["HostConfig"]["NetworkMode"] = json!("default");
+    }
     // Docker shows no maps; berth says who container root is on the host.
     if let Some(maps) = &rec.maps {
         let ranges = |m: &berth_idmap::IdMap| {

@@ -586,6 +586,7 @@ impl Engine {
             exit_file: paths.exit_file(),
             tty: rec.config.tty,
             open_stdin: rec.config.open_stdin,
+            loopback: rec.host_config.network_mode != "host",
         };
         let json = serde_json::to_vec(&mon)
             .map_err(|e| EngineError::System(format!("encoding the monitor config: {e}")))?;

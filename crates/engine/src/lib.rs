@@ -16,6 +16,7 @@ pub mod logs;
 pub mod monitor;
 pub mod mounts;
 pub mod names;
+mod netns;
 pub mod policy;
 pub mod proto;
 mod serde_util;

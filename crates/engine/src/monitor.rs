@@ -38,6 +38,9 @@ pub struct MonitorConfig {
     pub exit_file: PathBuf,
     pub tty: bool,
     pub open_stdin: bool,
+    /// Set `lo` up in the container's own network namespace (not with --network=host).
+    #[serde(default)]
+    pub loopback: bool,
 }
 
 pub const CONFIG_FILE: &str = "monitor.json";
@@ -152,6 +155,14 @@ fn serve(cfg: &MonitorConfig, launcher: &dyn Launcher) -> Result<(), String> {
     // `stdio` moves into create and its child ends close when it returns.
     let (pid, console) = launcher.create(cfg, stdio)?;
     let console = console.map(File::from);
+    if cfg.loopback {
+        if let Err(e) = crate::netns::loopback_up(pid) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
+            launcher.delete(&cfg.id, cfg);
+            return Err(format!("setting up the loopback interface: {e}"));
+        }
+    }
     if let Some(c) = &console {
         let reader = c.try_clone().map_err(|e| format!("dup console: {e}"))?;
         outputs.push((reader, Stream::Stdout));
