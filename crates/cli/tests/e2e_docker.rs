@@ -417,6 +417,23 @@ fn remap_refusals_userns_host_and_inspect() {
         host_map.split_whitespace().collect::<Vec<_>>(),
         ["0", "0", "4294967295"]
     );
+    // A bind source the daemon creates belongs to the container's root.
+    let fresh = d.dir.join("fresh");
+    let bind = format!("{}:/data", fresh.display());
+    d.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &bind,
+        "busybox",
+        "touch",
+        "/data/made-inside",
+    ]);
+    use std::os::unix::fs::MetadataExt;
+    for p in [fresh.clone(), fresh.join("made-inside")] {
+        let md = std::fs::metadata(&p).unwrap();
+        assert_eq!((md.uid(), md.gid()), (100000, 100000), "{}", p.display());
+    }
     let map = d.ok(&["run", "--rm", "busybox", "cat", "/proc/self/uid_map"]);
     assert_eq!(
         map.split_whitespace().collect::<Vec<_>>(),
@@ -556,6 +573,13 @@ fn exit_codes_stdin_names_logs_and_inspect() {
     assert_eq!(
         d.ok(&["inspect", "-f", "{{.State.ExitCode}}", &id]).trim(),
         "9"
+    );
+    d.ok(&["start", &id]);
+    // `stop -s` picks the signal.
+    d.ok(&["stop", "-s", "KILL", &id]);
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{.State.ExitCode}}", &id]).trim(),
+        "137"
     );
     d.ok(&["start", &id]);
     d.ok(&["kill", &id]);

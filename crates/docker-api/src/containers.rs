@@ -215,7 +215,7 @@ fn stop_timeout(ctx: &Ctx) -> ApiResult<Option<i64>> {
 
 pub async fn stop(ctx: Ctx, id: &str) -> ApiResult<Response<Body>> {
     let t = stop_timeout(&ctx)?;
-    ctx.api.engine.stop(id, t).await?;
+    ctx.api.engine.stop(id, t, ctx.query.get("signal")).await?;
     Ok(status_only(StatusCode::NO_CONTENT))
 }
 

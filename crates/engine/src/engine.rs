@@ -794,16 +794,27 @@ impl Engine {
         }
     }
 
-    /// `docker stop`: the stop signal, then SIGKILL after `timeout` seconds.
-    pub async fn stop(&self, name_or_id: &str, timeout: Option<i64>) -> Result<()> {
+    /// `docker stop`: `signal` (else the container's StopSignal, else SIGTERM), then
+    /// SIGKILL after `timeout` seconds (else its StopTimeout, else 10; -1 waits forever).
+    pub async fn stop(
+        &self,
+        name_or_id: &str,
+        timeout: Option<i64>,
+        signal: Option<&str>,
+    ) -> Result<()> {
         let entry = self.lookup(name_or_id)?;
         let rec = entry.record();
         if !rec.is_running() {
             return Err(EngineError::NotModified("container already stopped".into()));
         }
-        let sig = match &rec.config.stop_signal {
-            Some(s) if !s.is_empty() => parse_signal(s)?,
-            _ => libc::SIGTERM,
+        let sig = match signal.filter(|s| !s.is_empty()).or(rec
+            .config
+            .stop_signal
+            .as_deref()
+            .filter(|s| !s.is_empty()))
+        {
+            Some(s) => parse_signal(s)?,
+            None => libc::SIGTERM,
         };
         let timeout = timeout.or(rec.config.stop_timeout).unwrap_or(10);
         self.stop_entry(&entry, sig, timeout).await
@@ -831,7 +842,7 @@ impl Engine {
     }
 
     pub async fn restart(&self, name_or_id: &str, timeout: Option<i64>) -> Result<()> {
-        match self.stop(name_or_id, timeout).await {
+        match self.stop(name_or_id, timeout, None).await {
             Ok(()) | Err(EngineError::NotModified(_)) => {}
             Err(e) => return Err(e),
         }
