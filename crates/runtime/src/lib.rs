@@ -222,7 +222,8 @@ impl Runtime {
         let dir = self.dir(id)?;
         let rec = match Record::load(&dir, id) {
             Ok(r) => r,
-            Err(Error::BadState { .. }) if force => {
+            // A create that died half-way leaves a directory without a record.
+            Err(Error::BadState { .. } | Error::NotFound { .. }) if force && dir.is_dir() => {
                 return std::fs::remove_dir_all(&dir)
                     .map_err(|e| Error::io("remove container state", &dir, e))
             }
