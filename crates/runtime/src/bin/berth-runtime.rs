@@ -255,6 +255,9 @@ fn real_main(cli: Cli) -> Result<u8> {
                 stdio: None,
             };
             let mask = if detach { None } else { Some(block_signals()?) };
+            if detach && tty && opts.console_socket.is_none() {
+                bail!("--tty with --detach needs --console-socket: nobody would hold the terminal");
+            }
             let created = rt.exec(&id, &p, &opts)?;
             if detach {
                 return Ok(0);
@@ -388,6 +391,12 @@ fn run(rt: &Runtime, a: &CreateArgs, detach: bool, keep: bool) -> Result<u8> {
     // (the child unblocks them before exec).
     let mask = if detach { None } else { Some(block_signals()?) };
     let created = rt.create(&a.id, &create_opts(a))?;
+    if detach && created.console.is_some() {
+        let _ = rt.delete(&a.id, true);
+        bail!(
+            "process.terminal with --detach needs --console-socket: nobody would hold the terminal"
+        );
+    }
     if let Err(e) = rt.start(&a.id) {
         let _ = rt.delete(&a.id, true);
         return Err(e.into());
