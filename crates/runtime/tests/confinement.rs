@@ -185,6 +185,23 @@ fn no_descriptor_leaks_into_the_container() {
     assert_eq!(stdout.trim(), "0 1 2 3", "{stdout}");
 }
 
+/// The runtime's own working directory (a host path) does not leak in: the process starts
+/// in process.cwd, inside the container's root.
+#[test]
+fn no_host_working_directory_leaks() {
+    let mut b = Bundle::new("brt-cwd", true);
+    b.config["process"]["cwd"] = json!("/etc");
+    b.script("readlink /proc/self/cwd; ls /proc/self/cwd/ | grep -c passwd");
+    b.write();
+    let out = b
+        .cmd(&["run", "--bundle", b.bundle.to_str().unwrap(), &cid("cwd")])
+        .current_dir(b.path())
+        .output()
+        .unwrap();
+    let text = ok_stdout(&out);
+    assert_eq!(text, "/etc\n1\n", "{text}");
+}
+
 #[test]
 fn user_cwd_env_umask_rlimits_hostname() {
     let mut b = Bundle::new("brt-proc", true);
