@@ -113,6 +113,25 @@ impl Bundle {
     }
 }
 
+impl Drop for Bundle {
+    /// Removes every container the test left under its state root (a failed assertion
+    /// skips the test's own delete): kills them, removes their cgroups and state.
+    fn drop(&mut self) {
+        let Ok(rd) = std::fs::read_dir(&self.state_root) else {
+            return;
+        };
+        for ent in rd.flatten() {
+            if let Some(id) = ent.file_name().to_str() {
+                let _ = self
+                    .cmd(&["delete", "--force", id])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
 /// Stdout of a run that must succeed.
 pub fn ok_stdout(out: &Output) -> String {
     assert!(
