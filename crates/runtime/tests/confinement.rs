@@ -345,3 +345,17 @@ fn cgroup_mount_shows_only_the_containers_cgroups() {
     assert_eq!(l[1], (48u64 << 20).to_string(), "{out}");
     assert!(!out.contains("WRITABLE"), "{out}");
 }
+
+/// sysfs belongs to a network namespace: a user-namespaced container sharing the host's
+/// network gets the host's sysfs bound read-only instead of a mount it may not make.
+#[test]
+fn sysfs_without_a_network_namespace() {
+    let mut b = Bundle::new("brt-sysfs", true);
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "network");
+    b.script("ls /sys/class/net | grep -c lo; touch /sys/kernel/x 2>/dev/null || echo READ_ONLY");
+    let out = ok_stdout(&b.run(&cid("sysfs")));
+    assert_eq!(out, "1\nREAD_ONLY\n", "{out}");
+}
