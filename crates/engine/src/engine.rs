@@ -203,6 +203,7 @@ impl Engine {
                 _lock: lock,
             }),
         };
+        engine.sweep();
         for rec in store::load_all(&engine.inner.cfg.data_root)? {
             let entry = engine.insert_entry(rec);
             engine.recover(&entry).await;
@@ -677,9 +678,6 @@ impl Engine {
             }
             io.subscribers.clear();
         }
-        if let Err(e) = self.inner.images.unmount_rootfs(&entry.id) {
-            tracing::warn!(id = %entry.id, error = %e, "unmounting the container's root");
-        }
         let set_exited = |r: &mut ContainerRecord| {
             r.state.status = Status::Exited;
             r.state.pid = 0;
@@ -700,6 +698,13 @@ impl Engine {
             p.exit_code = status.exit_code;
         });
         tracing::info!(id = %entry.id, code = status.exit_code, "container exited");
+        // After telling the waiters: unmounting flushes the upper layer, which takes a while.
+        // An auto-removed container's root goes with the rest of it.
+        if !auto_remove {
+            if let Err(e) = self.inner.images.unmount_rootfs(&entry.id) {
+                tracing::warn!(id = %entry.id, error = %e, "unmounting the container's root");
+            }
+        }
         drop(op);
         if auto_remove {
             if let Err(e) = self.remove(&entry.id, true, false).await {
@@ -897,24 +902,69 @@ impl Engine {
             let mut r = entry.rec.lock().unwrap_or_else(|e| e.into_inner());
             r.state.status = Status::Removing;
         }
-        self.inner.images.remove_rootfs(&entry.id)?;
-        if volumes {
-            for m in rec
-                .mounts
-                .iter()
-                .filter(|m| m.kind == "volume" && m.name.len() == 64)
-            {
-                let _ =
-                    std::fs::remove_dir_all(self.inner.cfg.data_root.join("volumes").join(&m.name));
-            }
+        // The record goes first: without it the container no longer exists, also for a
+        // restarted daemon, which sweeps whatever is left (see `sweep`).
+        let record = entry.paths.record();
+        match std::fs::remove_file(&record) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(EngineError::io("remove", record, e)),
         }
-        let _ = std::fs::remove_dir_all(&entry.paths.exec_dir);
-        std::fs::remove_dir_all(&entry.paths.dir)
-            .map_err(|e| EngineError::io("remove", &entry.paths.dir, e))?;
         self.containers().remove(&entry.id);
         entry.phase.send_modify(|p| p.removed = true);
         tracing::info!(id = %entry.id, "container removed");
+
+        // Unmounting and deleting files is cleanup nobody waits for.
+        let volumes: Vec<String> = if volumes {
+            rec.mounts
+                .iter()
+                .filter(|m| m.kind == "volume" && m.name.len() == 64)
+                .map(|m| m.name.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let engine = self.clone();
+        let id = entry.id.clone();
+        tokio::task::spawn_blocking(move || engine.clean_up(&id, &volumes));
         Ok(())
+    }
+
+    /// Deletes what is left of a removed container: its root, directories and anonymous
+    /// volumes (when asked).
+    fn clean_up(&self, id: &str, volumes: &[String]) {
+        let paths = self.paths(id);
+        if let Err(e) = self.inner.images.remove_rootfs(id) {
+            tracing::warn!(id, error = %e, "removing the container's root");
+        }
+        for v in volumes {
+            let _ = std::fs::remove_dir_all(self.inner.cfg.data_root.join("volumes").join(v));
+        }
+        let _ = std::fs::remove_dir_all(&paths.exec_dir);
+        if let Err(e) = std::fs::remove_dir_all(&paths.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(id, error = %e, "removing the container's directory");
+            }
+        }
+    }
+
+    /// Cleans up containers whose removal a previous daemon did not finish: a directory
+    /// under `containers/` without its record.
+    fn sweep(&self) {
+        let dir = self.inner.cfg.data_root.join("containers");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let Some(id) = e.file_name().to_str().map(String::from) else {
+                continue;
+            };
+            let is_container_id = id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
+            if is_container_id && !e.path().join("config.json").exists() {
+                tracing::info!(id = %id, "finishing the removal of a container");
+                self.clean_up(&id, &[]);
+            }
+        }
     }
 
     // ----- queries ------------------------------------------------------------------
