@@ -759,3 +759,86 @@ print("docker-py ok")
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("docker-py ok"));
 }
+
+/// Kills (SIGTERM, then SIGKILL) and reaps a child on drop.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.0.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// `-H fd://` under systemd's socket activation, and `-H tcp://` beside it.
+#[test]
+fn socket_activation_and_tcp_listeners() {
+    berth_testkit::require_root();
+    let tmp = berth_testkit::tempdir("berth-e2e-fd-");
+    let dir = tmp.path();
+    std::fs::write(dir.join("daemon.json"), "{}").unwrap();
+    let sock = dir.join("activated.sock");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tcp = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&sock)
+        .arg(env!("CARGO_BIN_EXE_berth"))
+        .args(["daemon", "-H", "fd://", "-H", &tcp, "--data-root"])
+        .arg(dir.join("data"))
+        .arg("--exec-root")
+        .arg(dir.join("exec"))
+        .arg("--config-file")
+        .arg(dir.join("daemon.json"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
+        .spawn()
+        .expect("run systemd-socket-activate (package systemd)");
+    let _guard = Reaped(child);
+    let version = |host: &str| {
+        Command::new("timeout")
+            .args([
+                TIMEOUT,
+                DOCKER,
+                "-H",
+                host,
+                "version",
+                "--format",
+                "{{.Server.APIVersion}}",
+            ])
+            .output()
+            .unwrap()
+    };
+    let unix = format!("unix://{}", sock.display());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = version(&unix);
+        if o.status.success() {
+            assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "1.47");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer on the activated socket: {}\n{}",
+            stderr(&o),
+            std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = version(&tcp);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -149,6 +149,52 @@ mod tests {
     }
 
     #[test]
+    fn records_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = "ab".repeat(32);
+        let paths = Paths::new(dir.path(), &dir.path().join("exec"), &id);
+        std::fs::create_dir_all(&paths.dir).unwrap();
+        let rec = ContainerRecord {
+            id: id.clone(),
+            name: "demo".into(),
+            created: crate::timefmt::now(),
+            image_ref: "busybox".into(),
+            image_id: "sha256:00".into(),
+            config: Default::default(),
+            host_config: Default::default(),
+            state: crate::container::State {
+                status: crate::container::Status::Exited,
+                exit_code: 3,
+                ..Default::default()
+            },
+            maps: Some(berth_idmap::UsernsMaps::single(100000, 65536).unwrap()),
+            mounts: vec![],
+            layers: vec!["sha256:11".into()],
+            path: "sh".into(),
+            args: vec!["-c".into(), "exit 3".into()],
+        };
+        save(&paths, &rec).unwrap();
+        let back = load_all(dir.path()).unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].state, rec.state);
+        assert_eq!(back[0].maps, rec.maps);
+        assert_eq!(back[0].args, rec.args);
+        assert!(paths.log().ends_with(format!("{id}-json.log")));
+    }
+
+    #[test]
+    fn socket_paths_stay_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a".repeat(100)).join("b".repeat(100));
+        std::fs::create_dir_all(&deep).unwrap();
+        let p = SocketPath::new(&deep.join("monitor.sock")).unwrap();
+        assert!(p.path().as_os_str().len() < 40, "{}", p.path().display());
+        let l = std::os::unix::net::UnixListener::bind(p.path()).unwrap();
+        drop(l);
+        assert!(deep.join("monitor.sock").exists());
+    }
+
+    #[test]
     fn bad_records_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let c = dir.path().join("containers/abc");
