@@ -406,12 +406,11 @@ pub fn mount_all(cx: &Context, p: &mut Prepared) -> Result<()> {
             if dest == Path::new("/dev") {
                 dev_is_bind = true;
             }
-            let src_is_file = m
-                .source()
-                .as_ref()
-                .and_then(|s| fs::metadata(s).ok())
-                .is_some_and(|md| !md.is_dir())
-                && is_bind(m);
+            // From the tree itself: the source path may not be reachable any more now that
+            // we are container root (a 0700 host directory).
+            let src_is_file = rustix::fs::fstat(&tree).is_ok_and(|st| {
+                rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory
+            });
             let target = resolve_in_root(p.root.as_fd(), dest, src_is_file)?;
             syscall::move_mount(tree.as_fd(), target.as_fd())
                 .map_err(|e| Error::sys(format!("attach bind mount at {}", dest.display()), e))?;

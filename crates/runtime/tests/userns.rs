@@ -145,3 +145,17 @@ fn idmapped_bind_mount_with_its_own_mappings() {
     let md = std::fs::metadata(vol.join("g")).unwrap();
     assert_eq!((md.uid(), md.gid()), (1000, 1000));
 }
+
+/// A bind-mounted host file (not a directory) under a 0700 root-owned directory: the init
+/// reaches it before it becomes container root, and the target is created as a file.
+#[test]
+fn bind_mounted_file_under_a_private_directory() {
+    let mut b = Bundle::new("brt-bindfile", true);
+    let f = b.path().join("hostname.txt");
+    std::fs::write(&f, "from-the-host\n").unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    b.add_mount(json!({"destination": "/etc/injected", "type": "bind", "source": f, "options": ["bind", "ro"]}));
+    b.script("cat /etc/injected; [ -f /etc/injected ] && echo IS_FILE");
+    let out = ok_stdout(&b.run(&cid("bindfile")));
+    assert_eq!(out, "from-the-host\nIS_FILE\n", "{out}");
+}
