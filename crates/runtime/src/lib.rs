@@ -39,6 +39,7 @@ mod syscall;
 mod terminal;
 
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -307,8 +308,6 @@ impl Runtime {
         create::exec(&rec, process, opts)
     }
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 fn signal_init(rec: &Record, signal: i32) -> Result<()> {
     // Through a pidfd, after checking the start time, so that a recycled pid is never hit.

@@ -300,6 +300,11 @@ impl Builder {
 /// Compiles `linux.seccomp`. System call names this architecture does not have are skipped
 /// (profiles list calls of every architecture), as runc and crun do.
 pub fn compile(s: &LinuxSeccomp) -> Result<Filter> {
+    if cfg!(not(target_arch = "x86_64")) {
+        return Err(Error::Seccomp(
+            "berth-runtime's seccomp compiler knows x86_64 system calls only".into(),
+        ));
+    }
     if s.listener_path().is_some() {
         return Err(Error::Seccomp(
             "listenerPath (seccomp notify agents) is not supported".into(),
