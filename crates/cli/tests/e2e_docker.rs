@@ -474,6 +474,19 @@ fn exit_codes_stdin_names_logs_and_inspect() {
     let o = d.docker(&["run", "--rm", "busybox", "sh", "-c", "exit 3"]);
     assert_eq!(o.status.code(), Some(3));
 
+    let o = d.docker(&["run", "--rm", "busybox", "nosuchcmd"]);
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("executable file not found"),
+        "{}",
+        stderr(&o)
+    );
+    // A missing working directory is created, as Docker does.
+    assert_eq!(
+        d.ok(&["run", "--rm", "-w", "/new/dir", "busybox", "pwd"]),
+        "/new/dir\n"
+    );
+
     let o = d.docker_stdin(&["run", "-i", "--rm", "busybox", "cat"], Some(b"hi\n"));
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "hi\n");

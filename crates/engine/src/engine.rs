@@ -512,7 +512,7 @@ impl Engine {
             .map_err(|e| EngineError::System(format!("reading from the monitor: {e}")))?;
         let pid: i32 = match line.trim_end().split_once(' ') {
             Some(("ready", pid)) => pid.parse().unwrap_or(0),
-            Some(("error", msg)) => return Err(EngineError::System(msg.to_string())),
+            Some(("error", msg)) => return Err(runtime_error(rec, msg)),
             _ => {
                 let log = std::fs::read_to_string(paths.monitor_log()).unwrap_or_default();
                 return Err(EngineError::System(format!(
@@ -544,7 +544,7 @@ impl Engine {
             .map_err(|e| EngineError::System(format!("talking to the monitor: {e}")))?;
         match rx.await {
             Ok(Ok(())) => {}
-            Ok(Err(msg)) => return Err(EngineError::System(msg)),
+            Ok(Err(msg)) => return Err(runtime_error(rec, &msg)),
             Err(_) => {
                 return Err(EngineError::System(
                     "the container monitor exited before starting the container".into(),
@@ -568,6 +568,10 @@ impl Engine {
         let _ = std::fs::remove_dir_all(&paths.exec_dir);
         create_dir(&paths.bundle())?;
         let rootfs = self.inner.images.mount_rootfs(&rec.id)?;
+        if !rec.config.working_dir.is_empty() {
+            let owner = rec.maps.as_ref().and_then(|m| m.root()).unwrap_or((0, 0));
+            spec::ensure_workdir(&rootfs, &rec.config.working_dir, owner)?;
+        }
         let etc = spec::EtcFiles {
             hostname: &paths.hostname(),
             hosts: &paths.hosts(),
@@ -1083,6 +1087,18 @@ impl Engine {
             e.io().monitor = None;
         }
     }
+}
+
+/// A runtime failure as Docker words the common one, so that clients map it as they do
+/// Docker's (the docker CLI exits 127 on "executable file not found").
+fn runtime_error(rec: &ContainerRecord, msg: &str) -> EngineError {
+    if msg.contains("executable") && msg.contains("not found") {
+        return EngineError::InvalidParameter(format!(
+            "failed to create task for container: exec: {:?}: executable file not found in $PATH ({msg})",
+            rec.path
+        ));
+    }
+    EngineError::System(msg.to_string())
 }
 
 async fn connect_monitor(paths: &Paths) -> std::io::Result<UnixStream> {

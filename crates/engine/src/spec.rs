@@ -239,6 +239,42 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser> {
     })
 }
 
+/// Creates the working directory `dir` inside `rootfs` if it is missing, as Docker does,
+/// owned by `owner` (the container's root on the host). Walks one component at a time
+/// without following symlinks, so nothing is created outside the root; a path through a
+/// symlink is left to the runtime's chdir.
+pub fn ensure_workdir(rootfs: &Path, dir: &str, owner: (u32, u32)) -> Result<()> {
+    use rustix::fs::{chownat, mkdirat, openat, AtFlags, Gid, Mode, OFlags, Uid};
+    use rustix::io::Errno;
+    let err = |e: Errno| {
+        EngineError::InvalidParameter(format!("cannot create the working directory {dir}: {e}"))
+    };
+    let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::PATH | OFlags::CLOEXEC;
+    let mut fd = openat(rustix::fs::CWD, rootfs, flags, Mode::empty()).map_err(err)?;
+    for comp in dir.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        if comp == ".." {
+            return Err(EngineError::InvalidParameter(format!(
+                "the working directory {dir} must not contain .."
+            )));
+        }
+        fd = match openat(&fd, comp, flags, Mode::empty()) {
+            Ok(next) => next,
+            Err(Errno::NOENT) => {
+                match mkdirat(&fd, comp, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(err(e)),
+                }
+                let (uid, gid) = (Uid::from_raw(owner.0), Gid::from_raw(owner.1));
+                chownat(&fd, comp, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW).map_err(err)?;
+                openat(&fd, comp, flags, Mode::empty()).map_err(err)?
+            }
+            // A symlink (ELOOP) or a file on the way: not ours to resolve.
+            Err(_) => return Ok(()),
+        };
+    }
+    Ok(())
+}
+
 /// The environment Docker gives a process: PATH (unless set), HOSTNAME, TERM for a tty,
 /// then the container's own.
 pub fn environment(rec: &ContainerRecord) -> Vec<String> {
@@ -624,6 +660,23 @@ mod tests {
         assert!(
             !caps.contains(&"CAP_CHOWN".to_string()) && !caps.contains(&"CAP_KILL".to_string())
         );
+    }
+
+    #[test]
+    fn workdirs_are_created_inside_the_root_only() {
+        let root = rootfs();
+        let r = root.path();
+        ensure_workdir(r, "/srv/app/data", (100000, 100000)).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(r.join("srv/app/data")).unwrap();
+        assert!(md.is_dir());
+        assert_eq!((md.uid(), md.gid()), (100000, 100000));
+        // A symlink pointing out of the root is not followed.
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), r.join("escape")).unwrap();
+        ensure_workdir(r, "/escape/made", (0, 0)).unwrap();
+        assert!(!outside.path().join("made").exists());
+        assert!(ensure_workdir(r, "/a/../b", (0, 0)).is_err());
     }
 
     #[test]
