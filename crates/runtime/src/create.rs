@@ -270,7 +270,15 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
         })
         .collect::<Result<Vec<_>>>()?;
 
-    let late = (libc::CLONE_NEWIPC | libc::CLONE_NEWCGROUP) as u64;
+    let late = (libc::CLONE_NEWIPC | libc::CLONE_NEWCGROUP | libc::CLONE_NEWTIME) as u64;
+    if linux.time_offsets().as_ref().is_some_and(|t| !t.is_empty())
+        && flags & libc::CLONE_NEWTIME as u64 == 0
+    {
+        return Err(Error::InvalidConfig(
+            "linux.timeOffsets needs a new time namespace (linux.namespaces: {\"type\": \"time\"})"
+                .into(),
+        ));
+    }
     let args = InitArgs {
         id,
         spec: &spec,
@@ -297,7 +305,7 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
         seccomp: filter.as_ref(),
         runtime_hooks,
         become_ns_root: new_userns || joined_userns,
-        late_unshare: nix::sched::CloneFlags::from_bits_truncate((flags & late) as i32),
+        late_unshare: nix::sched::CloneFlags::from_bits_retain((flags & late) as i32),
         // A fresh cgroup2 mount shows the cgroup namespace's root: it must exist first.
         cgroupns_before_mounts: matches!(rt.cgroups, cgroups::Layout::V2 { .. })
             && spec
@@ -454,11 +462,6 @@ fn sysctl_allowed(k: &str, ipc: bool, net: bool, uts: bool) -> bool {
 /// what the container can do or see, warned about otherwise.
 fn check_unsupported(spec: &Spec) -> Result<()> {
     let linux = spec.linux().clone().unwrap_or_default();
-    if linux.time_offsets().as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(Error::InvalidConfig(
-            "linux.timeOffsets is not supported by berth-runtime; remove it".into(),
-        ));
-    }
     let mut ignored = Vec::new();
     if linux.intel_rdt().is_some() {
         ignored.push("linux.intelRdt");

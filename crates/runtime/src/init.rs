@@ -163,6 +163,12 @@ fn init(mut a: InitArgs) -> Result<Infallible> {
     process::set_rlimits(process)?;
     let idmapped = std::mem::take(&mut a.idmapped);
     let mut prepared = mounts::prepare(&a.mounts, idmapped)?;
+    // Still with the host's credentials: non-dumpable, our /proc/self files belong to host
+    // root, which container root could not open for writing.
+    let time_flag = nix::sched::CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+    if a.late_unshare.contains(time_flag) {
+        time_namespace(a.spec)?;
+    }
     if a.become_ns_root {
         // From here on we are root of the container's user namespace (the maps are written).
         let root_gid = nix::unistd::Gid::from_raw(0);
@@ -172,10 +178,11 @@ fn init(mut a: InitArgs) -> Result<Infallible> {
         nix::unistd::setresuid(root_uid, root_uid, root_uid)
             .map_err(|e| Error::sys("become root of the user namespace (setresuid 0)", e))?;
     }
-    let ipc = a.late_unshare - cgroup_flag;
+    let ipc = a.late_unshare - cgroup_flag - time_flag;
     if !ipc.is_empty() {
         nix::sched::unshare(ipc).map_err(|e| Error::sys("unshare the ipc namespace", e))?;
     }
+
     if a.cgroupns_before_mounts {
         in_cgroups(&mut joined)?;
     }
@@ -260,6 +267,39 @@ fn init(mut a: InitArgs) -> Result<Infallible> {
             preserve_fds: a.preserve_fds,
         },
     )
+}
+
+/// A new time namespace with the config's offsets. unshare(CLONE_NEWTIME) only prepares it
+/// for our children and our next exec, so the offsets can still be written (they cannot
+/// once a process is inside); the exec of the container's program enters it.
+fn time_namespace(spec: &Spec) -> Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::from_bits_retain(
+        libc::CLONE_NEWTIME,
+    ))
+    .map_err(|e| Error::sys("unshare the time namespace", e))?;
+    let offsets = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.time_offsets().clone())
+        .unwrap_or_default();
+    let mut text = String::new();
+    for (clock, o) in &offsets {
+        if clock != "monotonic" && clock != "boottime" {
+            return Err(Error::InvalidConfig(format!(
+                "linux.timeOffsets: `{clock}` is not a clock with offsets (monotonic, boottime)"
+            )));
+        }
+        text.push_str(&format!(
+            "{clock} {} {}\n",
+            o.secs().unwrap_or(0),
+            o.nanosecs().unwrap_or(0)
+        ));
+    }
+    if !text.is_empty() {
+        std::fs::write("/proc/self/timens_offsets", &text)
+            .map_err(|e| Error::io("write time offsets", "/proc/self/timens_offsets", e))?;
+    }
+    Ok(())
 }
 
 fn init_err(msg: String) -> Error {

@@ -359,3 +359,17 @@ fn sysfs_without_a_network_namespace() {
     let out = ok_stdout(&b.run(&cid("sysfs")));
     assert_eq!(out, "1\nREAD_ONLY\n", "{out}");
 }
+
+#[test]
+fn time_namespace_offsets() {
+    let mut b = Bundle::new("brt-time", true);
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "time"}));
+    b.config["linux"]["timeOffsets"] = json!({"boottime": {"secs": 864000, "nanosecs": 0}});
+    b.script("cut -d. -f1 /proc/uptime");
+    let out = ok_stdout(&b.run(&cid("time")));
+    let up: u64 = out.trim().parse().unwrap();
+    assert!(up >= 864000, "uptime {up} has no 10-day offset");
+}
