@@ -20,6 +20,7 @@ mod load;
 mod manifest;
 pub mod media;
 mod reference;
+pub mod registry;
 mod save;
 mod store;
 pub mod unpack;

@@ -484,7 +484,7 @@ impl ImageStore {
 
     /// Unpacks the layers not yet in the layer store, in parallel (each layer is its own tree),
     /// and fills in every layer's unpacked size.
-    fn unpack_missing(
+    pub(crate) fn unpack_missing(
         &self,
         layers: &mut [Layer],
         pending: &Mutex<HashMap<Digest, PendingLayer>>,

@@ -1,0 +1,292 @@
+//! Pull and push against a real Docker Registry 2.8 on 127.0.0.1 (Debian's docker-registry).
+
+use std::fs;
+use std::sync::Mutex;
+
+use berth_image::{ImageStore, ImportOptions, Reference};
+use berth_registry::{
+    pull, push, Credentials, Progress, PullOptions, PushOptions, RegistryError, RegistryOptions,
+};
+use berth_testkit::registry::{TestRegistry, PASSWORD, USER};
+
+fn store() -> (tempfile::TempDir, ImageStore) {
+    let dir = berth_testkit::tempdir("registry-store");
+    let store = ImageStore::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+fn busybox(store: &ImageStore) -> berth_image::Image {
+    let f = fs::File::open(berth_testkit::busybox_tar()).unwrap();
+    store
+        .import(
+            f,
+            ImportOptions {
+                reference: Some("busybox:latest"),
+                changes: vec![r#"CMD ["sh"]"#.into()],
+                message: None,
+            },
+        )
+        .unwrap()
+}
+
+fn quiet(_: Progress) {}
+
+fn with_creds(creds: bool) -> RegistryOptions {
+    RegistryOptions {
+        insecure: Vec::new(),
+        credentials: creds.then(|| Credentials {
+            username: USER.into(),
+            password: PASSWORD.into(),
+        }),
+    }
+}
+
+fn push_opts(creds: bool, chunk: Option<u64>) -> PushOptions {
+    PushOptions {
+        registry: with_creds(creds),
+        chunk_size: chunk,
+        ..Default::default()
+    }
+}
+
+fn pull_opts(creds: bool) -> PullOptions {
+    PullOptions {
+        registry: with_creds(creds),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn push_then_pull_round_trip() {
+    berth_testkit::require_root();
+    let reg = TestRegistry::start(false);
+    let (_d1, src) = store();
+    let img = busybox(&src);
+    let target = Reference::parse(&format!("{}/test/busybox:v1", reg.addr)).unwrap();
+    let events = Mutex::new(Vec::new());
+    let report = push(
+        &src,
+        "busybox:latest",
+        &target,
+        &push_opts(false, None),
+        &|p| events.lock().unwrap().push(p),
+    )
+    .unwrap();
+    assert_eq!(report.digest, img.manifest_digest);
+    assert_eq!(report.tag, "v1");
+    assert_eq!(report.uploaded, 2, "{report:?}");
+    let events = events.into_inner().unwrap();
+    assert!(events.iter().any(|e| e.status == "Pushed"), "{events:?}");
+
+    // A second push uploads nothing.
+    let again = push(
+        &src,
+        "busybox:latest",
+        &target,
+        &push_opts(false, None),
+        &quiet,
+    )
+    .unwrap();
+    assert_eq!((again.uploaded, again.existed), (0, 2), "{again:?}");
+
+    // Pull into a fresh store: same image id, same manifest digest, runnable layers.
+    let (_d2, dst) = store();
+    let events = Mutex::new(Vec::new());
+    let got = pull(&dst, &target, &pull_opts(false), &|p| {
+        events.lock().unwrap().push(p)
+    })
+    .unwrap();
+    assert_eq!(got.image.id, img.id);
+    assert_eq!(got.digest, img.manifest_digest);
+    assert_eq!(got.image.manifest_digest, img.manifest_digest);
+    assert!(got.updated);
+    assert_eq!(got.blobs_fetched, 2);
+    assert!(dst.layers().exists(&got.image.layers[0].chain_id));
+    assert!(dst
+        .layers()
+        .diff_path(&got.image.layers[0].chain_id)
+        .join("bin/busybox")
+        .is_file());
+    let events = events.into_inner().unwrap();
+    assert_eq!(events[0].status, "Pulling from test/busybox");
+    assert!(
+        events.iter().any(|e| e.status == "Pull complete"),
+        "{events:?}"
+    );
+    // Tag and repository digest resolve.
+    let by_tag = dst.resolve(&target.to_string()).unwrap();
+    assert_eq!(by_tag.id, img.id);
+    let by_digest = format!("{}/test/busybox@{}", reg.addr, img.manifest_digest);
+    assert_eq!(dst.resolve(&by_digest).unwrap().id, img.id);
+
+    // A second pull fetches no blob and says the image is up to date.
+    let blob = dst.content().path(&img.layers[0].digest);
+    let mtime = fs::metadata(&blob).unwrap().modified().unwrap();
+    let second = pull(&dst, &target, &pull_opts(false), &quiet).unwrap();
+    assert_eq!((second.blobs_fetched, second.bytes_fetched), (0, 0));
+    assert!(!second.updated);
+    assert_eq!(fs::metadata(&blob).unwrap().modified().unwrap(), mtime);
+
+    // By digest, into another store.
+    let (_d3, dst2) = store();
+    let by_d = Reference::parse(&by_digest).unwrap();
+    let got = pull(&dst2, &by_d, &pull_opts(false), &quiet).unwrap();
+    assert_eq!(got.image.id, img.id);
+    assert!(got.image.repo_tags.is_empty());
+    assert_eq!(got.image.repo_digests.len(), 1);
+}
+
+#[test]
+fn chunked_push_and_cross_repository_mount() {
+    berth_testkit::require_root();
+    let reg = TestRegistry::start(false);
+    let (_d, src) = store();
+    let img = busybox(&src);
+    let first = Reference::parse(&format!("{}/a/busybox:latest", reg.addr)).unwrap();
+    // 64 KiB chunks: the busybox layer (~2 MB) goes as many PATCHes.
+    let r = push(
+        &src,
+        "busybox:latest",
+        &first,
+        &push_opts(false, Some(64 << 10)),
+        &quiet,
+    )
+    .unwrap();
+    assert_eq!(r.uploaded, 2);
+    // Tag the image in that repository, then push to another: the blobs are mounted.
+    src.tag("busybox:latest", &first.to_string()).unwrap();
+    let second = Reference::parse(&format!("{}/b/busybox:latest", reg.addr)).unwrap();
+    let r = push(
+        &src,
+        "busybox:latest",
+        &second,
+        &push_opts(false, None),
+        &quiet,
+    )
+    .unwrap();
+    assert_eq!((r.uploaded, r.mounted), (0, 2), "{r:?}");
+    let (_d2, dst) = store();
+    let got = pull(&dst, &second, &pull_opts(false), &quiet).unwrap();
+    assert_eq!(got.image.id, img.id);
+}
+
+#[test]
+fn corrupt_blob_is_caught_and_not_kept() {
+    berth_testkit::require_root();
+    let reg = TestRegistry::start(false);
+    let (_d, src) = store();
+    let img = busybox(&src);
+    let target = Reference::parse(&format!("{}/busybox:latest", reg.addr)).unwrap();
+    push(
+        &src,
+        "busybox:latest",
+        &target,
+        &push_opts(false, None),
+        &quiet,
+    )
+    .unwrap();
+    // Flip one byte of the layer as the registry stores it (same size).
+    let layer = &img.layers[0].digest;
+    let path = reg.blob_path(layer.hex());
+    let mut bytes = fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&path, bytes).unwrap();
+
+    let (dir, dst) = store();
+    let err = pull(&dst, &target, &pull_opts(false), &quiet).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RegistryError::Image(berth_image::ImageError::DigestMismatch { .. })
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not kept"), "{err}");
+    assert!(!dst.content().contains(layer));
+    assert!(dst.list().unwrap().is_empty());
+    assert_eq!(
+        fs::read_dir(dir.path().join("content/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert!(dst.layers().list().unwrap().is_empty());
+}
+
+#[test]
+fn basic_auth_registry() {
+    berth_testkit::require_root();
+    let reg = TestRegistry::start(true);
+    let (_d, src) = store();
+    let img = busybox(&src);
+    let target = Reference::parse(&format!("{}/private/busybox:latest", reg.addr)).unwrap();
+
+    // Anonymous: refused, and the message says how to log in.
+    let err = push(
+        &src,
+        "busybox:latest",
+        &target,
+        &push_opts(false, None),
+        &quiet,
+    )
+    .unwrap_err();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+    assert!(err.to_string().contains("berth login"), "{err}");
+
+    // Wrong password: refused at once, the password not shown.
+    let mut bad = push_opts(true, None);
+    bad.registry.credentials.as_mut().unwrap().password = "wrong-pw".into();
+    let err = push(&src, "busybox:latest", &target, &bad, &quiet).unwrap_err();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+    assert!(!err.to_string().contains("wrong-pw"), "{err}");
+    assert!(berth_registry::login(&reg.addr, &bad.registry).is_err());
+    berth_registry::login(&reg.addr, &with_creds(true)).unwrap();
+
+    push(
+        &src,
+        "busybox:latest",
+        &target,
+        &push_opts(true, None),
+        &quiet,
+    )
+    .unwrap();
+    let (_d2, dst) = store();
+    let err = pull(&dst, &target, &pull_opts(false), &quiet).unwrap_err();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+    let got = pull(&dst, &target, &pull_opts(true), &quiet).unwrap();
+    assert_eq!(got.image.id, img.id);
+}
+
+#[test]
+fn unknown_images_and_down_registries() {
+    berth_testkit::require_root();
+    let reg = TestRegistry::start(false);
+    let (_d, dst) = store();
+    let missing = Reference::parse(&format!("{}/nothing/here:latest", reg.addr)).unwrap();
+    let err = pull(&dst, &missing, &pull_opts(false), &quiet).unwrap_err();
+    assert!(matches!(err, RegistryError::NotFound { .. }), "{err}");
+    assert!(err.to_string().contains("nothing/here:latest"), "{err}");
+
+    let (_d1, src) = store();
+    busybox(&src);
+    let target = Reference::parse(&format!("{}/busybox:latest", reg.addr)).unwrap();
+    push(
+        &src,
+        "busybox:latest",
+        &target,
+        &push_opts(false, None),
+        &quiet,
+    )
+    .unwrap();
+    let bad_tag = Reference::parse(&format!("{}/busybox:nope", reg.addr)).unwrap();
+    let err = pull(&dst, &bad_tag, &pull_opts(false), &quiet).unwrap_err();
+    assert!(matches!(err, RegistryError::NotFound { .. }), "{err}");
+
+    let addr = reg.addr.clone();
+    drop(reg);
+    let gone = Reference::parse(&format!("{addr}/busybox:latest")).unwrap();
+    let err = pull(&dst, &gone, &pull_opts(false), &quiet).unwrap_err();
+    assert!(matches!(err, RegistryError::Unreachable { .. }), "{err}");
+    assert!(dst.list().unwrap().is_empty());
+}
