@@ -374,3 +374,64 @@ fn several_images_in_one_archive_and_concurrent_imports() {
             .is_empty());
     }
 }
+
+/// An OCI layout with a zstd layer and a gzip layer (the media types say so) loads, and saves
+/// back with the same blobs.
+#[test]
+fn load_oci_compressed_layers() {
+    let tmp = berth_testkit::tempdir("berth-img-");
+    let s = store(&tmp.path().join("a"));
+    let l1 = busybox();
+    let l2 = upper_layer();
+    let z1 = zstd::encode_all(&l1[..], 3).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&l2).unwrap();
+    let g2 = gz.finish().unwrap();
+    let config = config_for(&[&Digest::of(&l1), &Digest::of(&l2)]);
+    let cd = Digest::of(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+        "layers": [
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": Digest::of(&z1).to_string(), "size": z1.len()},
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": Digest::of(&g2).to_string(), "size": g2.len()},
+        ],
+    }))
+    .unwrap();
+    let md = Digest::of(&manifest);
+    let mut b = tar::Builder::new(Vec::new());
+    add(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md.to_string(), "size": manifest.len(),
+         "annotations": {"io.containerd.image.name": "docker.io/library/comp:1", "org.opencontainers.image.ref.name": "1"}}]});
+    add(&mut b, "index.json", &serde_json::to_vec(&index).unwrap());
+    for blob in [&manifest, &config, &z1, &g2] {
+        add(
+            &mut b,
+            &format!("blobs/sha256/{}", Digest::of(blob).hex()),
+            blob,
+        );
+    }
+    let loaded = s.load(&b.into_inner().unwrap()[..]).unwrap();
+    assert_eq!(loaded[0].id, cd);
+    let img = s.resolve("comp:1").unwrap();
+    assert_eq!(img.manifest_digest, md);
+    assert_eq!(img.layers[0].digest, Digest::of(&z1));
+    assert!(s
+        .layers()
+        .diff_path(&img.layers[0].chain_id)
+        .join("bin/busybox")
+        .is_file());
+    assert!(s
+        .layers()
+        .diff_path(&img.layers[1].chain_id)
+        .join("var/new")
+        .is_file());
+
+    let mut out = Vec::new();
+    s.save(&["comp:1"], ArchiveFormat::Oci, &mut out).unwrap();
+    let t = store(&tmp.path().join("b"));
+    t.load(&out[..]).unwrap();
+    assert_eq!(t.resolve("comp:1").unwrap().layers, img.layers);
+}
