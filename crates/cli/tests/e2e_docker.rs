@@ -117,8 +117,19 @@ impl Daemon {
         }
     }
 
+    /// Stops the daemon with SIGTERM (it must exit cleanly) and starts it again on the same
+    /// roots.
     fn restart(&mut self) {
-        self.stop();
+        let mut child = self.child.take().expect("daemon running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "daemon exit on SIGTERM: {status}\n{}",
+            self.log()
+        );
+        assert!(!self.sock.exists(), "the daemon removes its socket");
         self.spawn();
     }
 
@@ -854,4 +865,54 @@ fn socket_activation_and_tcp_listeners() {
     }
     let o = version(&tcp);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn images_import_changes_save_load_and_rmi() {
+    let d = Daemon::start(None, None);
+    d.import_busybox();
+    let tar = berth_testkit::busybox_tar();
+    d.ok(&[
+        "import",
+        "-c",
+        r#"CMD ["echo", "from-cmd"]"#,
+        "-c",
+        "ENV GREETING=hi",
+        tar.to_str().unwrap(),
+        "withcmd:v1",
+    ]);
+    assert_eq!(d.ok(&["run", "--rm", "withcmd:v1"]), "from-cmd\n");
+    assert_eq!(
+        d.ok(&["run", "--rm", "withcmd:v1", "sh", "-c", "echo $GREETING"]),
+        "hi\n"
+    );
+    assert_eq!(
+        d.ok(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{json .Config.Cmd}}",
+            "withcmd:v1"
+        ])
+        .trim(),
+        r#"["echo","from-cmd"]"#
+    );
+
+    // In use: refused; once the container is gone, removed; saved and loaded back.
+    d.ok(&["create", "--name", "user", "busybox", "true"]);
+    // With another tag left, rmi only untags (as Docker); the last one is refused.
+    assert!(d.ok(&["rmi", "alpine"]).contains("Untagged: alpine:latest"));
+    let o = d.docker(&["rmi", "busybox"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("in use"), "{}", stderr(&o));
+    d.ok(&["rm", "user"]);
+    let saved = d.dir.join("saved.tar");
+    d.ok(&["save", "-o", saved.to_str().unwrap(), "busybox"]);
+    let id = d.ok(&["image", "inspect", "-f", "{{.Id}}", "busybox"]);
+    d.ok(&["rmi", "busybox"]);
+    assert!(!d.docker(&["image", "inspect", "busybox"]).status.success());
+    let loaded = d.ok(&["load", "-i", saved.to_str().unwrap()]);
+    assert!(loaded.contains("Loaded image: busybox:latest"), "{loaded}");
+    assert_eq!(d.ok(&["image", "inspect", "-f", "{{.Id}}", "busybox"]), id);
+    d.ok(&["run", "--rm", "busybox", "true"]);
 }

@@ -34,7 +34,14 @@ pub fn channel(rx: mpsc::Receiver<Bytes>) -> Body {
     BodyExt::boxed(StreamBody::new(stream))
 }
 
-fn tokio_stream(rx: mpsc::Receiver<Bytes>) -> impl futures_util::Stream<Item = Bytes> {
+/// Like [`channel`], but an error item aborts the response (the connection is cut), so a
+/// client never mistakes a truncated stream for a whole one.
+pub fn fallible_channel(rx: mpsc::Receiver<std::io::Result<Bytes>>) -> Body {
+    let stream = tokio_stream(rx).map(|b| b.map(Frame::data));
+    BodyExt::boxed(StreamBody::new(stream))
+}
+
+fn tokio_stream<T>(rx: mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
 }
 
@@ -126,16 +133,22 @@ impl Read for BodyReader {
 
 /// A blocking writer whose bytes become a streamed response body (for `save`).
 pub struct BodyWriter {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<std::io::Result<Bytes>>,
     buf: Vec<u8>,
 }
 
 impl BodyWriter {
-    pub fn new(tx: mpsc::Sender<Bytes>) -> BodyWriter {
+    pub fn new(tx: mpsc::Sender<std::io::Result<Bytes>>) -> BodyWriter {
         BodyWriter {
             tx,
             buf: Vec::with_capacity(64 * 1024),
         }
+    }
+
+    /// Ends the body with an error: the client sees the connection cut.
+    pub fn fail(mut self, e: std::io::Error) {
+        self.buf.clear();
+        let _ = self.tx.blocking_send(Err(e));
     }
 }
 
@@ -151,7 +164,7 @@ impl Write for BodyWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         if !self.buf.is_empty() {
             let chunk = Bytes::from(std::mem::take(&mut self.buf));
-            self.tx.blocking_send(chunk).map_err(|_| {
+            self.tx.blocking_send(Ok(chunk)).map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away")
             })?;
         }

@@ -11,7 +11,9 @@ use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::body::{channel, json_response, status_only, Body, BodyReader, BodyWriter};
+use crate::body::{
+    channel, fallible_channel, json_response, status_only, Body, BodyReader, BodyWriter,
+};
 use crate::error::{ApiError, ApiResult};
 use crate::router::Ctx;
 
@@ -241,11 +243,13 @@ pub async fn save(ctx: Ctx, name: Option<String>) -> ApiResult<Response<Body>> {
     let (tx, rx) = mpsc::channel(8);
     tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        if let Err(e) = engine.images().save(&refs, BodyWriter::new(tx)) {
-            tracing::warn!(error = %e, "image save failed midway");
+        let mut out = BodyWriter::new(tx);
+        if let Err(e) = engine.images().save(&refs, &mut out) {
+            tracing::warn!(error = %e, "image save failed midway; cutting the response");
+            out.fail(std::io::Error::other(e.to_string()));
         }
     });
-    let mut resp = Response::new(channel(rx));
+    let mut resp = Response::new(fallible_channel(rx));
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
     Ok(resp)
