@@ -2,7 +2,6 @@
 //! monitors. Front ends (the Docker API) call these methods; they never touch the files.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::chown;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -16,12 +15,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::container::{ContainerConfig, ContainerRecord, HostConfig, State, Status, Ulimit};
 use crate::error::{EngineError, Result};
-use crate::images::{ImageInfo, Images};
+use crate::images::Images;
 use crate::logs::{self, Stream};
 use crate::monitor::{MonitorConfig, CONFIG_FILE};
 use crate::proto::{self, ExitStatus, Kind};
+use crate::signal::parse_signal;
 use crate::store::{self, Paths};
-use crate::{mounts, names, policy, spec, timefmt};
+use crate::{filters, mounts, names, policy, setup, spec, timefmt};
 
 /// How the daemon was started.
 #[derive(Debug, Clone)]
@@ -333,7 +333,7 @@ impl Engine {
             ));
         }
         let image = self.inner.images.resolve(&config.image)?;
-        merge_image_config(&mut config, &image);
+        setup::merge_image_config(&mut config, &image);
         let maps = policy::check(&host_config, self.inner.cfg.userns.as_ref())?;
         let mut mount_points = mounts::requested(&config, &host_config)?;
         let mut argv: Vec<String> = config
@@ -420,7 +420,7 @@ impl Engine {
                 owner,
             )?;
             create_dir(&entry.paths.dir)?;
-            write_etc_files(&entry.paths, &rec, owner)?;
+            setup::write_etc_files(&entry.paths, &rec, owner)?;
             self.inner
                 .images
                 .prepare_rootfs(&id, &rec.layers, rec.maps.as_ref())?;
@@ -1002,7 +1002,7 @@ impl Engine {
             {
                 continue;
             }
-            if matches_filters(&rec, &opts.filters, images)? {
+            if filters::matches_filters(&rec, &opts.filters, images)? {
                 out.push(rec);
             }
         }
@@ -1120,174 +1120,4 @@ fn read_exit_file(paths: &Paths) -> ExitStatus {
             finished_at: timefmt::now(),
             error: "the container's monitor ended without recording an exit status".into(),
         })
-}
-
-/// Docker's merge of the image's config into the container's (daemon/create.go): the
-/// container's settings win; Cmd comes from the image only when neither Cmd nor Entrypoint
-/// is given; Env is the image's with the container's on top.
-fn merge_image_config(cfg: &mut ContainerConfig, image: &ImageInfo) {
-    let ic = &image.config;
-    if cfg.user.is_empty() {
-        cfg.user = ic.user.clone();
-    }
-    if cfg.working_dir.is_empty() {
-        cfg.working_dir = ic.working_dir.clone();
-    }
-    if cfg.entrypoint.is_empty() {
-        cfg.entrypoint = ic.entrypoint.clone();
-        if cfg.cmd.is_empty() {
-            cfg.cmd = ic.cmd.clone();
-        }
-    }
-    let key = |e: &str| e.split('=').next().unwrap_or("").to_string();
-    let mut env: Vec<String> = ic
-        .env
-        .iter()
-        .filter(|ie| !cfg.env.iter().any(|ce| key(ce) == key(ie)))
-        .cloned()
-        .collect();
-    env.append(&mut cfg.env);
-    cfg.env = env;
-    for (k, v) in &ic.labels {
-        cfg.labels.entry(k.clone()).or_insert_with(|| v.clone());
-    }
-    for v in &ic.volumes {
-        cfg.volumes
-            .entry(v.clone())
-            .or_insert_with(|| serde_json::json!({}));
-    }
-    if cfg.stop_signal.is_none() {
-        cfg.stop_signal = ic.stop_signal.clone();
-    }
-}
-
-/// Writes `hostname`, `hosts` and `resolv.conf` for the container, owned by its root.
-fn write_etc_files(paths: &Paths, rec: &ContainerRecord, owner: (u32, u32)) -> Result<()> {
-    let host_net = rec.host_config.network_mode == "host";
-    let hosts = if host_net {
-        std::fs::read_to_string("/etc/hosts").unwrap_or_default()
-    } else {
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::\tip6-localnet\nff00::\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string()
-    };
-    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    for (path, text) in [
-        (paths.hostname(), format!("{}\n", rec.config.hostname)),
-        (paths.hosts(), hosts),
-        (paths.resolv_conf(), resolv),
-    ] {
-        std::fs::write(&path, text).map_err(|e| EngineError::io("write", &path, e))?;
-        chown(&path, Some(owner.0), Some(owner.1))
-            .map_err(|e| EngineError::io("chown", &path, e))?;
-    }
-    Ok(())
-}
-
-/// `SIGTERM`, `TERM`, `term` or `15`.
-pub fn parse_signal(s: &str) -> Result<i32> {
-    if let Ok(n) = s.parse::<i32>() {
-        if (1..=64).contains(&n) {
-            return Ok(n);
-        }
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse::<nix::sys::signal::Signal>()
-        .map(|s| s as i32)
-        .map_err(|_| EngineError::InvalidParameter(format!("Invalid signal: {s}")))
-}
-
-fn matches_filters(
-    rec: &ContainerRecord,
-    filters: &BTreeMap<String, Vec<String>>,
-    images: &Images,
-) -> Result<bool> {
-    for (key, values) in filters {
-        if values.is_empty() {
-            continue;
-        }
-        let ok = match key.as_str() {
-            "id" => values.iter().any(|v| rec.id.starts_with(v.as_str())),
-            "name" => values
-                .iter()
-                .any(|v| rec.name.contains(v.trim_start_matches('/'))),
-            "status" => values.iter().any(|v| v == rec.state.status.as_str()),
-            "exited" => {
-                rec.state.status == Status::Exited
-                    && values.iter().any(|v| v.parse() == Ok(rec.state.exit_code))
-            }
-            "label" => values.iter().all(|v| match v.split_once('=') {
-                Some((k, val)) => rec.config.labels.get(k).is_some_and(|x| x == val),
-                None => rec.config.labels.contains_key(v),
-            }),
-            "ancestor" => values.iter().any(|v| {
-                v == &rec.image_ref
-                    || images
-                        .resolve(v)
-                        .map(|i| i.id == rec.image_id)
-                        .unwrap_or(false)
-            }),
-            other => {
-                return Err(EngineError::InvalidParameter(format!(
-                    "invalid filter '{other}'"
-                )))
-            }
-        };
-        if !ok {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signals_parse() {
-        assert_eq!(parse_signal("SIGTERM").unwrap(), 15);
-        assert_eq!(parse_signal("kill").unwrap(), 9);
-        assert_eq!(parse_signal("1").unwrap(), 1);
-        assert!(parse_signal("SIGNOPE").is_err());
-        assert!(parse_signal("0").is_err());
-    }
-
-    #[test]
-    fn image_config_merges_like_docker() {
-        let image = ImageInfo {
-            config: crate::images::ImageSettings {
-                cmd: vec!["sh".into()],
-                entrypoint: vec![],
-                env: vec!["PATH=/bin".into(), "A=1".into()],
-                working_dir: "/w".into(),
-                user: "daemon".into(),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let mut cfg = ContainerConfig {
-            env: vec!["A=2".into()],
-            ..Default::default()
-        };
-        merge_image_config(&mut cfg, &image);
-        assert_eq!(cfg.cmd, ["sh"]);
-        assert_eq!(cfg.env, ["PATH=/bin", "A=2"]);
-        assert_eq!(
-            (cfg.working_dir.as_str(), cfg.user.as_str()),
-            ("/w", "daemon")
-        );
-        let mut cfg = ContainerConfig {
-            entrypoint: vec!["/bin/ls".into()],
-            ..Default::default()
-        };
-        merge_image_config(&mut cfg, &image);
-        assert!(
-            cfg.cmd.is_empty(),
-            "an entrypoint given drops the image's cmd"
-        );
-    }
 }

@@ -128,6 +128,11 @@ impl Images {
         })
     }
 
+    /// The image store itself, for registry pull and push (berth-registry works on it).
+    pub fn store(&self) -> &ImageStore {
+        &self.store
+    }
+
     pub fn resolve(&self, name_or_id: &str) -> Result<ImageInfo> {
         self.store
             .resolve(name_or_id)

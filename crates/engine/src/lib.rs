@@ -10,6 +10,7 @@
 pub mod container;
 mod engine;
 pub mod error;
+mod filters;
 pub mod images;
 pub mod launcher;
 pub mod logs;
@@ -20,12 +21,15 @@ mod netns;
 pub mod policy;
 pub mod proto;
 mod serde_util;
+mod setup;
+pub mod signal;
 pub mod spec;
 pub mod store;
 pub mod timefmt;
 
 pub use engine::{
-    parse_signal, ContainerView, CreateRequest, Engine, EngineConfig, EngineInfo, ListOptions,
-    Output, WaitCondition,
+    ContainerView, CreateRequest, Engine, EngineConfig, EngineInfo, ListOptions, Output,
+    WaitCondition,
 };
 pub use error::{EngineError, Result};
+pub use signal::parse_signal;
