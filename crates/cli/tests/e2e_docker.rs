@@ -492,6 +492,68 @@ fn exit_codes_stdin_names_logs_and_inspect() {
         "{}",
         stderr(&o)
     );
+    // Named volumes outlive their containers; --mount tmpfs and read-only binds work.
+    d.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "keep:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /data/f",
+    ]);
+    assert_eq!(
+        d.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "keep:/data:ro",
+            "busybox",
+            "cat",
+            "/data/f"
+        ]),
+        "kept\n"
+    );
+    let o = d.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        "keep:/data:ro",
+        "busybox",
+        "touch",
+        "/data/g",
+    ]);
+    assert!(
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
+    let mounts = d.ok(&[
+        "run",
+        "--rm",
+        "--mount",
+        "type=tmpfs,target=/scratch",
+        "busybox",
+        "grep",
+        " /scratch ",
+        "/proc/mounts",
+    ]);
+    assert!(mounts.starts_with("tmpfs /scratch tmpfs"), "{mounts}");
+    let o = d.docker(&[
+        "run",
+        "--rm",
+        "--mount",
+        "type=bind,source=/nonexistent-berth-src,target=/x",
+        "busybox",
+        "true",
+    ]);
+    assert!(
+        stderr(&o).contains("bind source path does not exist"),
+        "{}",
+        stderr(&o)
+    );
+
     // A missing working directory is created, as Docker does.
     assert_eq!(
         d.ok(&["run", "--rm", "-w", "/new/dir", "busybox", "pwd"]),
