@@ -98,6 +98,13 @@ impl Snapshotter {
         fs::create_dir_all(&snaps).map_err(io_err(&snaps, "create directory"))?;
         let containers = data_root.join("containers");
         fs::create_dir_all(&containers).map_err(io_err(&containers, "create directory"))?;
+        // The shared idmapped layer mounts and the remapped copies show the image's files
+        // owned by the mapped ids: a host process running as such an id (a subordinate id, or
+        // another remapped container's) must not reach them, or it could change every
+        // container's image. Only root may enter their directories.
+        for d in [snaps.join(".idmapped"), data_root.join("layers-remapped")] {
+            private_dir(&d)?;
+        }
         Ok(Snapshotter {
             data_root: data_root.to_path_buf(),
             exec_root: exec_root.to_path_buf(),
@@ -445,6 +452,13 @@ impl Snapshotter {
         }
         Ok(())
     }
+}
+
+/// Creates `d` if needed and makes it root-only (0700).
+fn private_dir(d: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(d).map_err(io_err(d, "create directory"))?;
+    fs::set_permissions(d, fs::Permissions::from_mode(0o700)).map_err(io_err(d, "chmod"))
 }
 
 /// A short, stable name for a mapping (directory names of its mounts and copies).

@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::process::Command;
 
 use berth_idmap::UsernsMaps;
 use berth_image::{Digest, Image, ImageStore};
@@ -200,6 +201,33 @@ fn merged_view_plain_root() {
     assert!(!upper.exists());
 }
 
+/// Host uid 100000 owns the shared (idmapped or copied) layers' files as they appear there:
+/// it must not be able to reach them, or it could change every remapped container's image.
+fn mapped_uid_cannot_write(e: &Env, target: &Path) {
+    assert_eq!(owner(target), (100000, 100000));
+    // The test's temporary directory is root-only; open it so that only the snapshotter's
+    // own permissions stand in the way.
+    use std::os::unix::fs::PermissionsExt;
+    let top = e.exec.parent().unwrap();
+    fs::set_permissions(top, fs::Permissions::from_mode(0o755)).unwrap();
+    let data = e.data.metadata().unwrap().permissions();
+    fs::set_permissions(&e.data, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=100000",
+            "--regid=100000",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .args(["--bounding-set=-all", "sh", "-c"])
+        .arg(format!("echo pwned >> {}", target.display()))
+        .output()
+        .unwrap();
+    fs::set_permissions(&e.data, data).unwrap();
+    assert!(!out.status.success(), "uid 100000 wrote to a shared layer");
+    assert!(!fs::read_to_string(target).unwrap().contains("pwned"));
+}
+
 fn remapped(mode: RemapMode, expect: RemapMethod) {
     let e = env();
     let img = test_image(&e.store);
@@ -255,10 +283,24 @@ fn remapped(mode: RemapMode, expect: RemapMethod) {
     let copies = e.data.join("layers-remapped");
     match expect {
         RemapMethod::Idmapped => {
-            assert!(!copies.exists(), "no copy with idmapped mounts");
+            assert_eq!(
+                fs::read_dir(&copies).unwrap().count(),
+                0,
+                "no copy with idmapped mounts"
+            );
             // One idmapped mount of the layers serves both containers; it goes with the last.
             let shared = e.exec.join("snapshots/.idmapped");
             assert_eq!(fs::read_dir(&shared).unwrap().count(), 1);
+            // Host uid 100000 owns the shared layers as seen through that mount: it must not
+            // be able to reach them.
+            let key = fs::read_dir(&shared)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path();
+            let layer = key.join(img.chain_ids()[0].hex());
+            mapped_uid_cannot_write(&e, &layer.join("diff/etc/passwd"));
             snap.remove("second").unwrap();
             assert_eq!(owner(&root.join("bin/busybox")), (100000, 100000));
             assert_eq!(fs::read_dir(&shared).unwrap().count(), 1);
@@ -267,6 +309,14 @@ fn remapped(mode: RemapMode, expect: RemapMethod) {
         }
         RemapMethod::Copy => {
             assert_eq!(fs::read_dir(&copies).unwrap().count(), 1);
+            let key = fs::read_dir(&copies)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path();
+            let layer = key.join(img.chain_ids()[0].hex());
+            mapped_uid_cannot_write(&e, &layer.join("diff/etc/passwd"));
             let keep = img.chain_ids();
             assert!(snap.prune_copies(&keep).unwrap().is_empty());
             assert_eq!(snap.prune_copies(&keep[..1]).unwrap().len(), 1);
