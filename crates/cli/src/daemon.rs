@@ -271,8 +271,9 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         userns: remap.as_ref().map(|r| r.maps.clone()),
         remap_name: remap.as_ref().map(|r| r.remapped_root()),
         default_ulimits: settings.default_ulimits.clone(),
-        monitor_exe: std::env::current_exe()
-            .context("cannot find the berth executable (for container monitors)")?,
+        // This very binary, even if the file is replaced (an upgrade) while the daemon runs:
+        // monitor and daemon must speak the same protocol.
+        monitor_exe: PathBuf::from("/proc/self/exe"),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -15,6 +15,7 @@ mod error;
 mod images;
 pub mod listen;
 mod query;
+mod registry;
 mod router;
 mod system;
 
@@ -26,6 +27,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
 pub use listen::{bind, ListenError, Listener};
+pub use registry::set_insecure_registries;
 pub use router::{API_VERSION, MIN_API_VERSION};
 
 /// What the handlers share.

@@ -50,6 +50,12 @@ fn from_fd(fd: RawFd, addr: &str) -> Result<Listener, ListenError> {
     // SAFETY: `fd` was passed to us by socket activation (checked against LISTEN_PID) and
     // nothing else in the process owns it; we take ownership exactly once.
     let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // Inherited without close-on-exec: keep it out of the monitors the daemon starts.
+    nix::fcntl::fcntl(
+        &sock,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| bind_err(std::io::Error::from(e)))?;
     let domain = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(fd)
         .map_err(|e| bind_err(std::io::Error::from(e)))?;
     if domain.as_unix_addr().is_some() {

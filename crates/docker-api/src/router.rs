@@ -9,7 +9,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::body::{json_response, Body};
 use crate::error::{ApiError, ApiResult};
 use crate::query::Query;
-use crate::{attach, containers, images, system, Api};
+use crate::{attach, containers, images, registry, system, Api};
 
 /// The API version berth speaks, and the oldest it accepts.
 pub const API_VERSION: (u32, u32) = (1, 47);
@@ -123,7 +123,17 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> ApiResult<Response<Body
         (&M::POST, ["containers", id, "attach"]) => attach::attach(ctx, id).await,
 
         (&M::GET, ["images", "json"]) => images::list(ctx).await,
-        (&M::POST, ["images", "create"]) => images::create(ctx).await,
+        (&M::POST, ["images", "create"]) => match ctx.query.get("fromImage") {
+            Some(from) if !from.is_empty() => {
+                let from = from.to_string();
+                registry::pull(ctx, &from).await
+            }
+            _ => images::create(ctx).await,
+        },
+        (&M::POST, ["images", .., "push"]) if segs.len() > 2 => {
+            registry::push(ctx, &segs[1..segs.len() - 1].join("/")).await
+        }
+        (&M::POST, ["auth"]) => registry::auth(ctx).await,
         (&M::POST, ["images", "load"]) => images::load(ctx).await,
         (&M::GET, ["images", "get"]) => images::save(ctx, None).await,
         // Image names may hold slashes and colons: match on the ends of the path.

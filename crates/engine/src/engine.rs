@@ -33,7 +33,8 @@ pub struct EngineConfig {
     /// The `--userns-remap` user and group, for `info` (`dockremap:dockremap`).
     pub remap_name: Option<String>,
     pub default_ulimits: Vec<Ulimit>,
-    /// The executable started as `EXE monitor DIR` for each container (the berth binary).
+    /// The executable started as `berth monitor DIR` for each container (the berth binary,
+    /// usually `/proc/self/exe`).
     pub monitor_exe: PathBuf,
 }
 
@@ -485,6 +486,7 @@ impl Engine {
 
         tracing::debug!(id = %entry.id, "root mounted, bundle written");
         let mut child = tokio::process::Command::new(&self.inner.cfg.monitor_exe)
+            .arg0("berth")
             .arg("monitor")
             .arg(&paths.exec_dir)
             .stdin(Stdio::null())
