@@ -121,6 +121,30 @@ fn seccomp_rule_returns_its_errno() {
 }
 
 #[test]
+fn seccomp_masked_argument_condition() {
+    // chmod is refused only when the new mode has the others-write bit (mask 0o002 equals
+    // 0o002), on every x86 ABI as Docker's profile lists them.
+    let mut b = Bundle::new("brt-seccomp-mask", true);
+    let masked = |index: u32| json!([{"index": index, "value": 2, "valueTwo": 2, "op": "SCMP_CMP_MASKED_EQ"}]);
+    b.config["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [
+            {"names": ["chmod"], "action": "SCMP_ACT_ERRNO", "errnoRet": 100, "args": masked(1)},
+            {"names": ["fchmodat", "fchmodat2"], "action": "SCMP_ACT_ERRNO", "errnoRet": 100,
+             "args": masked(2)}
+        ]
+    });
+    b.script(
+        "touch /tmp/f; chmod 757 /tmp/f 2>&1; chmod 666 /tmp/f 2>&1; \
+         chmod 755 /tmp/f && chmod 750 /tmp/f && echo MODES_OK; stat -c %a /tmp/f",
+    );
+    let out = ok_stdout(&b.run(&cid("seccomp-mask")));
+    assert_eq!(out.matches("Network is down").count(), 2, "{out}");
+    assert!(out.contains("MODES_OK\n750"), "{out}");
+}
+
+#[test]
 fn no_new_privileges_with_seccomp() {
     let mut b = Bundle::new("brt-nnp", true);
     b.config["process"]["noNewPrivileges"] = json!(true);
