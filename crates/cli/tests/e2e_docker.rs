@@ -978,3 +978,82 @@ fn images_import_changes_save_load_and_rmi() {
     assert_eq!(d.ok(&["image", "inspect", "-f", "{{.Id}}", "busybox"]), id);
     d.ok(&["run", "--rm", "busybox", "true"]);
 }
+
+#[test]
+fn exec_in_a_running_container() {
+    let tmp = berth_testkit::tempdir("berth-e2e-etc-");
+    let etc = fake_etc(tmp.path());
+    let d = Daemon::start(Some("remap"), Some(&etc));
+    d.import_busybox();
+    d.ok(&["run", "-d", "--name", "box", "busybox", "sleep", "1000"]);
+    let o = d.docker(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "echo in-exec; cat /proc/self/uid_map; exit 4",
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with("in-exec\n"), "{out}");
+    // The exec joins the container's user namespace.
+    assert_eq!(
+        out.lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["0", "100000", "65536"]
+    );
+
+    let o = d.docker_stdin(&["exec", "-i", "box", "cat"], Some(b"piped\n"));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "piped\n",
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        d.ok(&[
+            "exec",
+            "-u",
+            "daemon",
+            "-w",
+            "/tmp",
+            "-e",
+            "X=1",
+            "box",
+            "sh",
+            "-c",
+            "echo $X $(id -u) $(pwd)"
+        ]),
+        "1 1 /tmp\n"
+    );
+
+    let cmd = format!(
+        "{DOCKER} -H unix://{} exec -it box sh -c 'test -t 0 && echo tty-ok'",
+        d.sock.display()
+    );
+    let o = Command::new("timeout")
+        .args([TIMEOUT, "script", "-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .env("DOCKER_CONFIG", d.dir.join("docker-config"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("tty-ok"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = d.docker(&["exec", "box", "nosuchcmd"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("executable file not found"),
+        "{}",
+        stderr(&o)
+    );
+    d.ok(&["stop", "-t", "0", "box"]);
+    let o = d.docker(&["exec", "box", "true"]);
+    assert!(stderr(&o).contains("is not running"), "{}", stderr(&o));
+}

@@ -3,9 +3,10 @@
 //! its stdin the other. Without the upgrade headers, output comes as a streamed body.
 
 use berth_engine::logs::{Filter, Stream};
+use berth_engine::Engine;
 use bytes::Bytes;
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, UPGRADE};
-use hyper::{Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -59,7 +60,7 @@ pub async fn attach(ctx: Ctx, id: &str) -> ApiResult<Response<Body>> {
     };
 
     // The chunks to send, in order: the log replay, then live output.
-    let (tx, mut rx) = mpsc::channel::<Bytes>(64);
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
         if let Some(mut entries) = replay {
             while let Some(e) = entries.recv().await {
@@ -77,8 +78,57 @@ pub async fn attach(ctx: Ctx, id: &str) -> ApiResult<Response<Body>> {
         }
     });
 
-    let upgrade = ctx
-        .req
+    let stdin = (want_in && rec.config.open_stdin).then(|| StdinTarget::Container {
+        id: id.clone(),
+        close_on_eof: rec.config.stdin_once,
+    });
+    Ok(stream_response(ctx.req, content_type, rx, engine, stdin))
+}
+
+/// Where a hijacked connection's input goes.
+pub(crate) enum StdinTarget {
+    /// A container's stdin; closed when the client's input ends if `close_on_eof`
+    /// (the container's StdinOnce).
+    Container { id: String, close_on_eof: bool },
+    /// An exec's stdin, closed when the client's input ends.
+    Exec(String),
+}
+
+impl StdinTarget {
+    async fn write(&self, engine: &Engine, data: Vec<u8>) -> bool {
+        match self {
+            StdinTarget::Container { id, .. } => engine.write_stdin(id, data).await.is_ok(),
+            StdinTarget::Exec(id) => engine.exec_write_stdin(id, data).await.is_ok(),
+        }
+    }
+
+    async fn end(&self, engine: &Engine) {
+        match self {
+            StdinTarget::Container {
+                id,
+                close_on_eof: true,
+            } => {
+                let _ = engine.close_stdin(id).await;
+            }
+            StdinTarget::Container { .. } => {}
+            StdinTarget::Exec(id) => {
+                let _ = engine.exec_close_stdin(id).await;
+            }
+        }
+    }
+}
+
+/// Answers with the chunks of `rx`: over the hijacked connection when the client asked for
+/// the upgrade (`Upgrade: tcp` → 101), with its input going to `stdin`; otherwise as a
+/// streamed body.
+pub(crate) fn stream_response<B>(
+    req: Request<B>,
+    content_type: &'static str,
+    mut rx: mpsc::Receiver<Bytes>,
+    engine: Engine,
+    stdin: Option<StdinTarget>,
+) -> Response<Body> {
+    let upgrade = req
         .headers()
         .get(UPGRADE)
         .and_then(|v| v.to_str().ok())
@@ -87,40 +137,33 @@ pub async fn attach(ctx: Ctx, id: &str) -> ApiResult<Response<Body>> {
         let mut resp = Response::new(channel(rx));
         resp.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        return Ok(resp);
+        return resp;
     }
-
-    let on_upgrade = hyper::upgrade::on(ctx.req);
-    let stdin_open = want_in && rec.config.open_stdin;
-    let stdin_once = rec.config.stdin_once;
+    let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
-                tracing::debug!(error = %e, "attach upgrade failed");
+                tracing::debug!(error = %e, "upgrade failed");
                 return;
             }
         };
         let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
-        let stdin_task = stdin_open.then(|| {
+        let stdin_task = stdin.map(|target| {
             let engine = engine.clone();
-            let id = id.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 32 * 1024];
                 loop {
                     match rd.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
-                            if engine.write_stdin(&id, buf[..n].to_vec()).await.is_err() {
+                            if !target.write(&engine, buf[..n].to_vec()).await {
                                 break;
                             }
                         }
                     }
                 }
-                // The client's input ended: with StdinOnce, so does the container's.
-                if stdin_once {
-                    let _ = engine.close_stdin(&id).await;
-                }
+                target.end(&engine).await;
             })
         });
         while let Some(chunk) = rx.recv().await {
@@ -140,5 +183,5 @@ pub async fn attach(ctx: Ctx, id: &str) -> ApiResult<Response<Body>> {
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(UPGRADE, HeaderValue::from_static("tcp"));
-    Ok(resp)
+    resp
 }

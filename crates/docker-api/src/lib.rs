@@ -12,6 +12,7 @@ mod attach;
 mod body;
 mod containers;
 mod error;
+mod exec;
 mod images;
 pub mod listen;
 mod query;

@@ -9,7 +9,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::body::{json_response, Body};
 use crate::error::{ApiError, ApiResult};
 use crate::query::Query;
-use crate::{attach, containers, images, registry, system, Api};
+use crate::{attach, containers, exec, images, registry, system, Api};
 
 /// The API version berth speaks, and the oldest it accepts.
 pub const API_VERSION: (u32, u32) = (1, 47);
@@ -121,6 +121,10 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> ApiResult<Response<Body
         (&M::DELETE, ["containers", id]) => containers::remove(ctx, id).await,
         (&M::GET, ["containers", id, "logs"]) => containers::logs(ctx, id).await,
         (&M::POST, ["containers", id, "attach"]) => attach::attach(ctx, id).await,
+        (&M::POST, ["containers", id, "exec"]) => exec::create(ctx, id).await,
+        (&M::POST, ["exec", id, "start"]) => exec::start(ctx, id).await,
+        (&M::POST, ["exec", id, "resize"]) => exec::resize(ctx, id).await,
+        (&M::GET, ["exec", id, "json"]) => exec::inspect(ctx, id).await,
 
         (&M::GET, ["images", "json"]) => images::list(ctx).await,
         (&M::POST, ["images", "create"]) => match ctx.query.get("fromImage") {

@@ -106,13 +106,13 @@ enum StdinMsg {
     Close,
 }
 
-struct MonitorConn {
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
-    start_reply: Mutex<Option<oneshot::Sender<std::result::Result<(), String>>>>,
+pub(crate) struct MonitorConn {
+    pub(crate) writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    pub(crate) start_reply: Mutex<Option<oneshot::Sender<std::result::Result<(), String>>>>,
 }
 
 impl MonitorConn {
-    async fn send(&self, kind: Kind, payload: &[u8]) -> std::io::Result<()> {
+    pub(crate) async fn send(&self, kind: Kind, payload: &[u8]) -> std::io::Result<()> {
         let mut w = self.writer.lock().await;
         w.write_all(&proto::encode(kind, payload)).await
     }
@@ -126,9 +126,9 @@ struct Io {
     monitor: Option<Arc<MonitorConn>>,
 }
 
-struct Entry {
-    id: String,
-    paths: Paths,
+pub(crate) struct Entry {
+    pub(crate) id: String,
+    pub(crate) paths: Paths,
     rec: Mutex<ContainerRecord>,
     /// Serialises start, exit handling and removal of this container.
     op: tokio::sync::Mutex<()>,
@@ -137,7 +137,7 @@ struct Entry {
 }
 
 impl Entry {
-    fn record(&self) -> ContainerRecord {
+    pub(crate) fn record(&self) -> ContainerRecord {
         self.rec.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -153,10 +153,11 @@ impl Entry {
     }
 }
 
-struct Inner {
-    cfg: EngineConfig,
+pub(crate) struct Inner {
+    pub(crate) cfg: EngineConfig,
     containers: Mutex<BTreeMap<String, Arc<Entry>>>,
-    images: Images,
+    pub(crate) images: Images,
+    pub(crate) execs: Mutex<BTreeMap<String, Arc<crate::exec::ExecEntry>>>,
     /// Held for the daemon's lifetime: one daemon per data root.
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
@@ -164,7 +165,7 @@ struct Inner {
 /// The engine; cheap to clone, shared by every request.
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 fn lock_data_root(data_root: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
@@ -201,6 +202,7 @@ impl Engine {
                 cfg,
                 containers: Mutex::new(BTreeMap::new()),
                 images,
+                execs: Mutex::new(BTreeMap::new()),
                 _lock: lock,
             }),
         };
@@ -257,7 +259,7 @@ impl Engine {
         if !rec.is_running() {
             return;
         }
-        match connect_monitor(&entry.paths).await {
+        match connect_monitor(&entry.paths.socket()).await {
             Ok(stream) => {
                 self.attach_monitor(entry, stream);
             }
@@ -281,7 +283,7 @@ impl Engine {
     }
 
     /// Finds a container by full id, name (with or without `/`) or unique id prefix.
-    fn lookup(&self, name_or_id: &str) -> Result<Arc<Entry>> {
+    pub(crate) fn lookup(&self, name_or_id: &str) -> Result<Arc<Entry>> {
         let map = self.containers();
         if let Some(e) = map.get(name_or_id) {
             return Ok(e.clone());
@@ -485,50 +487,13 @@ impl Engine {
             .map_err(|e| EngineError::System(format!("start task: {e}")))??;
 
         tracing::debug!(id = %entry.id, "root mounted, bundle written");
-        let mut child = tokio::process::Command::new(&self.inner.cfg.monitor_exe)
-            .arg0("berth")
-            .arg("monitor")
-            .arg(&paths.exec_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(open_monitor_log(paths)?)
-            .spawn()
-            .map_err(|e| {
-                EngineError::System(format!(
-                    "starting the monitor {}: {e}",
-                    self.inner.cfg.monitor_exe.display()
-                ))
-            })?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| EngineError::System("monitor has no stdout".into()))?;
-        // Reap the monitor whenever it ends; the container's exit comes over the socket.
-        tokio::spawn(async move {
-            let _ = child.wait().await;
-        });
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
+        let (pid, stream) = self
+            .spawn_monitor(&paths.exec_dir, &paths.socket(), &paths.monitor_log())
             .await
-            .map_err(|e| EngineError::System(format!("reading from the monitor: {e}")))?;
-        let pid: i32 = match line.trim_end().split_once(' ') {
-            Some(("ready", pid)) => pid.parse().unwrap_or(0),
-            Some(("error", msg)) => return Err(runtime_error(rec, msg)),
-            _ => {
-                let log = std::fs::read_to_string(paths.monitor_log()).unwrap_or_default();
-                return Err(EngineError::System(format!(
-                    "the container monitor failed: {}",
-                    log.trim()
-                )));
-            }
-        };
-        let stream = connect_monitor(paths).await.map_err(|e| {
-            EngineError::System(format!(
-                "connecting to the monitor at {}: {e}",
-                paths.socket().display()
-            ))
-        })?;
+            .map_err(|e| match e {
+                MonitorFailure::Reported(msg) => runtime_error(&rec.path, &msg),
+                MonitorFailure::Other(e) => e,
+            })?;
         tracing::debug!(id = %entry.id, pid, "monitor ready, container created");
         let conn = self.attach_monitor(entry, stream);
         let (tx, rx) = oneshot::channel();
@@ -546,7 +511,7 @@ impl Engine {
             .map_err(|e| EngineError::System(format!("talking to the monitor: {e}")))?;
         match rx.await {
             Ok(Ok(())) => {}
-            Ok(Err(msg)) => return Err(runtime_error(rec, &msg)),
+            Ok(Err(msg)) => return Err(runtime_error(&rec.path, &msg)),
             Err(_) => {
                 return Err(EngineError::System(
                     "the container monitor exited before starting the container".into(),
@@ -564,6 +529,61 @@ impl Engine {
         entry.phase.send_modify(|p| p.running = true);
         tracing::info!(id = %entry.id, pid, "container started");
         Ok(())
+    }
+
+    /// Execs `berth monitor DIR` and waits for it to say `ready PID`; returns the pid and a
+    /// connection to the monitor's socket.
+    pub(crate) async fn spawn_monitor(
+        &self,
+        dir: &Path,
+        socket: &Path,
+        log: &Path,
+    ) -> std::result::Result<(i32, UnixStream), MonitorFailure> {
+        let other = |m: String| MonitorFailure::Other(EngineError::System(m));
+        let log_file = std::fs::File::create(log)
+            .map_err(|e| MonitorFailure::Other(EngineError::io("create", log, e)))?;
+        let mut child = tokio::process::Command::new(&self.inner.cfg.monitor_exe)
+            .arg0("berth")
+            .arg("monitor")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| {
+                other(format!(
+                    "starting the monitor {}: {e}",
+                    self.inner.cfg.monitor_exe.display()
+                ))
+            })?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| other("monitor has no stdout".into()))?;
+        // Reap the monitor whenever it ends; the process's exit comes over the socket.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .await
+            .map_err(|e| other(format!("reading from the monitor: {e}")))?;
+        let pid: i32 = match line.trim_end().split_once(' ') {
+            Some(("ready", pid)) => pid.parse().unwrap_or(0),
+            Some(("error", msg)) => return Err(MonitorFailure::Reported(msg.to_string())),
+            _ => {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                return Err(other(format!("the monitor failed: {}", text.trim())));
+            }
+        };
+        let stream = connect_monitor(socket).await.map_err(|e| {
+            other(format!(
+                "connecting to the monitor at {}: {e}",
+                socket.display()
+            ))
+        })?;
+        Ok((pid, stream))
     }
 
     fn write_bundle(&self, rec: &ContainerRecord, paths: &Paths) -> Result<()> {
@@ -589,11 +609,12 @@ impl Engine {
             bundle: paths.bundle(),
             runtime_root: self.inner.cfg.exec_root.join("runtime"),
             socket: paths.socket(),
-            log: paths.log(),
+            log: Some(paths.log()),
             exit_file: paths.exit_file(),
             tty: rec.config.tty,
             open_stdin: rec.config.open_stdin,
             loopback: rec.host_config.network_mode != "host",
+            exec: None,
         };
         let json = serde_json::to_vec(&mon)
             .map_err(|e| EngineError::System(format!("encoding the monitor config: {e}")))?;
@@ -917,6 +938,11 @@ impl Engine {
             Err(e) => return Err(EngineError::io("remove", record, e)),
         }
         self.containers().remove(&entry.id);
+        self.inner
+            .execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, x| x.container_id != entry.id);
         entry.phase.send_modify(|p| p.removed = true);
         tracing::info!(id = %entry.id, "container removed");
 
@@ -1093,24 +1119,25 @@ impl Engine {
 
 /// A runtime failure as Docker words the common one, so that clients map it as they do
 /// Docker's (the docker CLI exits 127 on "executable file not found").
-fn runtime_error(rec: &ContainerRecord, msg: &str) -> EngineError {
+pub(crate) fn runtime_error(program: &str, msg: &str) -> EngineError {
     if msg.contains("executable") && msg.contains("not found") {
         return EngineError::InvalidParameter(format!(
-            "failed to create task for container: exec: {:?}: executable file not found in $PATH ({msg})",
-            rec.path
+            "failed to create task for container: exec: {program:?}: executable file not found in $PATH ({msg})"
         ));
     }
     EngineError::System(msg.to_string())
 }
 
-async fn connect_monitor(paths: &Paths) -> std::io::Result<UnixStream> {
-    let p = store::SocketPath::new(&paths.socket())?;
-    UnixStream::connect(p.path()).await
+/// Why a monitor did not come up.
+pub(crate) enum MonitorFailure {
+    /// The monitor said why (usually the runtime's error).
+    Reported(String),
+    Other(EngineError),
 }
 
-fn open_monitor_log(paths: &Paths) -> Result<std::fs::File> {
-    let p = paths.monitor_log();
-    std::fs::File::create(&p).map_err(|e| EngineError::io("create", p, e))
+async fn connect_monitor(socket: &Path) -> std::io::Result<UnixStream> {
+    let p = store::SocketPath::new(socket)?;
+    UnixStream::connect(p.path()).await
 }
 
 fn read_exit_file(paths: &Paths) -> ExitStatus {

@@ -4,7 +4,7 @@
 
 use std::os::fd::OwnedFd;
 
-use berth_runtime::{CreateOptions, Runtime};
+use berth_runtime::{CreateOptions, ExecOptions, Runtime};
 
 use crate::monitor::{Launcher, MonitorConfig};
 
@@ -17,6 +17,16 @@ impl Launcher for RuntimeLauncher {
         stdio: Option<[OwnedFd; 3]>,
     ) -> Result<(i32, Option<OwnedFd>), String> {
         let rt = Runtime::new(cfg.runtime_root.clone());
+        if let Some(process) = &cfg.exec {
+            let opts = ExecOptions {
+                stdio,
+                ..Default::default()
+            };
+            let created = rt
+                .exec(&cfg.id, process, &opts)
+                .map_err(|e| e.to_string())?;
+            return Ok((created.pid, created.console));
+        }
         // A container of this id left by a crashed monitor would make create fail.
         let _ = rt.delete(&cfg.id, true);
         let opts = CreateOptions {
@@ -29,12 +39,20 @@ impl Launcher for RuntimeLauncher {
     }
 
     fn start(&self, id: &str, cfg: &MonitorConfig) -> Result<(), String> {
+        if cfg.exec.is_some() {
+            // An exec'd process runs from its creation.
+            return Ok(());
+        }
         Runtime::new(cfg.runtime_root.clone())
             .start(id)
             .map_err(|e| e.to_string())
     }
 
     fn delete(&self, id: &str, cfg: &MonitorConfig) {
+        if cfg.exec.is_some() {
+            // The container is not ours to delete.
+            return;
+        }
         if let Err(e) = Runtime::new(cfg.runtime_root.clone()).delete(id, true) {
             eprintln!("berth monitor: deleting runtime state of {id}: {e}");
         }

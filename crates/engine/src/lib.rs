@@ -10,6 +10,7 @@
 pub mod container;
 mod engine;
 pub mod error;
+pub mod exec;
 mod filters;
 pub mod images;
 pub mod launcher;

@@ -34,13 +34,18 @@ pub struct MonitorConfig {
     /// The runtime library's state directory.
     pub runtime_root: PathBuf,
     pub socket: PathBuf,
-    pub log: PathBuf,
+    /// The json-file log; none for an exec'd process, whose output goes to its client only.
+    pub log: Option<PathBuf>,
     pub exit_file: PathBuf,
     pub tty: bool,
     pub open_stdin: bool,
     /// Set `lo` up in the container's own network namespace (not with --network=host).
     #[serde(default)]
     pub loopback: bool,
+    /// Set for `docker exec`: run this process in the running container instead of
+    /// creating the container.
+    #[serde(default)]
+    pub exec: Option<oci_spec::runtime::Process>,
 }
 
 pub const CONFIG_FILE: &str = "monitor.json";
@@ -61,9 +66,16 @@ pub trait Launcher {
     fn delete(&self, id: &str, cfg: &MonitorConfig);
 }
 
+/// The daemon's connections, and output kept for the first of them: an exec'd process
+/// runs before the daemon connects.
+struct Subscribers {
+    list: Vec<UnixStream>,
+    backlog: Option<Vec<u8>>,
+}
+
 struct Shared {
-    subscribers: Mutex<Vec<UnixStream>>,
-    log: Mutex<logs::Writer>,
+    subscribers: Mutex<Subscribers>,
+    log: Option<Mutex<logs::Writer>>,
     stdin: Mutex<Option<File>>,
     console: Option<File>,
     pid: i32,
@@ -75,7 +87,23 @@ impl Shared {
     fn broadcast(&self, kind: Kind, data: &[u8]) {
         let frame = proto::encode(kind, data);
         let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
-        subs.retain_mut(|s| s.write_all(&frame).is_ok());
+        if subs.list.is_empty() {
+            if let Some(b) = subs.backlog.as_mut() {
+                b.extend_from_slice(&frame);
+                return;
+            }
+        }
+        subs.list.retain_mut(|s| s.write_all(&frame).is_ok());
+    }
+
+    fn subscribe(&self, mut conn: UnixStream) {
+        let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = subs.backlog.take() {
+            if conn.write_all(&b).is_err() {
+                return;
+            }
+        }
+        subs.list.push(conn);
     }
 
     fn signal(&self, sig: i32) {
@@ -128,8 +156,12 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
 }
 
 fn serve(cfg: &MonitorConfig, launcher: &dyn Launcher) -> Result<(), String> {
-    let log = logs::Writer::open(&cfg.log)
-        .map_err(|e| format!("opening log {}: {e}", cfg.log.display()))?;
+    let log = match &cfg.log {
+        Some(p) => Some(Mutex::new(
+            logs::Writer::open(p).map_err(|e| format!("opening log {}: {e}", p.display()))?,
+        )),
+        None => None,
+    };
 
     // Our ends of the container's stdio: (reader, stream) for output, writer for stdin.
     let mut outputs: Vec<(File, Stream)> = Vec::new();
@@ -177,8 +209,11 @@ fn serve(cfg: &MonitorConfig, launcher: &dyn Launcher) -> Result<(), String> {
         .map_err(|e| format!("listening on {}: {e}", cfg.socket.display()))?;
 
     let shared = Arc::new(Shared {
-        subscribers: Mutex::new(Vec::new()),
-        log: Mutex::new(log),
+        subscribers: Mutex::new(Subscribers {
+            list: Vec::new(),
+            backlog: cfg.exec.is_some().then(Vec::new),
+        }),
+        log,
         stdin: Mutex::new(stdin_w),
         console,
         pid,
@@ -249,8 +284,8 @@ fn serve(cfg: &MonitorConfig, launcher: &dyn Launcher) -> Result<(), String> {
             break;
         }
     }
-    {
-        let mut log = shared.log.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(log) = &shared.log {
+        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
         let _ = log.flush(Stream::Stdout);
         let _ = log.flush(Stream::Stderr);
     }
@@ -270,6 +305,7 @@ fn serve(cfg: &MonitorConfig, launcher: &dyn Launcher) -> Result<(), String> {
         .subscribers
         .lock()
         .unwrap_or_else(|e| e.into_inner())
+        .list
         .iter()
     {
         let _ = s.shutdown(std::net::Shutdown::Both);
@@ -312,11 +348,12 @@ fn pump(shared: &Shared, mut file: File, stream: Stream) {
         match file.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                let _ = shared
-                    .log
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .write(stream, &buf[..n]);
+                if let Some(log) = &shared.log {
+                    let _ = log
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .write(stream, &buf[..n]);
+                }
                 shared.broadcast(kind, &buf[..n]);
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -338,11 +375,7 @@ fn accept_loop(
         let Ok(writer) = conn.try_clone() else {
             continue;
         };
-        shared
-            .subscribers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(writer);
+        shared.subscribe(writer);
         let shared = shared.clone();
         let ctl = ctl.clone();
         let started = started.clone();

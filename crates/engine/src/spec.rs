@@ -239,6 +239,51 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser> {
     })
 }
 
+/// The process of a `docker exec` in container `rec` (whose root is mounted at `rootfs`):
+/// the container's confinement, with the exec's command, env, user and directory.
+pub fn exec_process(
+    rec: &ContainerRecord,
+    rootfs: &Path,
+    req: &crate::exec::ExecRequest,
+) -> Result<oci_spec::runtime::Process> {
+    let user_spec = if req.user.is_empty() {
+        &rec.config.user
+    } else {
+        &req.user
+    };
+    let user = resolve_user(rootfs, user_spec)?;
+    let caps = if req.privileged {
+        ALL_CAPS.iter().map(|s| s.to_string()).collect()
+    } else {
+        capabilities(rec)?
+    };
+    let secopts = policy::security_opts(&rec.host_config)?;
+    let mut env = environment(rec);
+    env.extend(req.env.iter().cloned());
+    let cwd = [&req.working_dir, &rec.config.working_dir]
+        .into_iter()
+        .find(|d| !d.is_empty())
+        .map_or("/", |d| d.as_str());
+    let mut process = json!({
+        "terminal": req.tty,
+        "user": {"uid": user.uid, "gid": user.gid},
+        "args": req.cmd,
+        "env": env,
+        "cwd": cwd,
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        "noNewPrivileges": secopts.no_new_privileges,
+    });
+    if !user.additional_gids.is_empty() {
+        process["user"]["additionalGids"] = json!(user.additional_gids);
+    }
+    if let [h, w] = req.console_size[..] {
+        if h > 0 && w > 0 {
+            process["consoleSize"] = json!({"height": h, "width": w});
+        }
+    }
+    serde_json::from_value(process).map_err(json_err)
+}
+
 /// Creates the working directory `dir` inside `rootfs` if it is missing, as Docker does,
 /// owned by `owner` (the container's root on the host). Walks one component at a time
 /// without following symlinks, so nothing is created outside the root; a path through a
