@@ -212,7 +212,11 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
             "the container needs its own mount namespace (linux.namespaces must list `mount` without a path)".into(),
         ));
     }
-    let filter = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
+    let filter = linux
+        .seccomp()
+        .as_ref()
+        .map(|s| seccomp::compile_cached(s, &rt.seccomp_cache()))
+        .transpose()?;
     check_unsupported(&spec)?;
     check_sysctls(&spec)?;
 
@@ -601,7 +605,7 @@ fn via_intermediate(
     }
 }
 
-pub fn exec(rec: &Record, process: &Process, opts: &ExecOptions) -> Result<Created> {
+pub fn exec(rt: &Runtime, rec: &Record, process: &Process, opts: &ExecOptions) -> Result<Created> {
     let pidfd = syscall::pidfd_open(rec.pid)
         .map_err(|e| Error::sys(format!("pidfd_open {}", rec.pid), e))?;
     if state::proc_stat(rec.pid).map(|s| s.1) != Some(rec.start_time) {
@@ -620,7 +624,11 @@ pub fn exec(rec: &Record, process: &Process, opts: &ExecOptions) -> Result<Creat
     let root_path = format!("/proc/{}/root", rec.pid);
     let root =
         fs::File::open(&root_path).map_err(|e| Error::io("open container root", &root_path, e))?;
-    let filter = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
+    let filter = linux
+        .seccomp()
+        .as_ref()
+        .map(|s| seccomp::compile_cached(s, &rt.seccomp_cache()))
+        .transpose()?;
     let console_sock = match (&opts.console_socket, process.terminal().unwrap_or(false)) {
         (Some(p), true) => Some(connect_console(p)?),
         _ => None,

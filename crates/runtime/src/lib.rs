@@ -120,6 +120,11 @@ impl Runtime {
         &self.root
     }
 
+    /// Compiled seccomp programs (see the seccomp module). No container id starts with a dot.
+    fn seccomp_cache(&self) -> PathBuf {
+        self.root.join(".seccomp")
+    }
+
     fn dir(&self, id: &str) -> Result<PathBuf> {
         validate_id(id)?;
         Ok(self.root.join(id))
@@ -305,7 +310,7 @@ impl Runtime {
                 need: "created or running",
             });
         }
-        create::exec(&rec, process, opts)
+        create::exec(self, &rec, process, opts)
     }
 }
 
