@@ -10,6 +10,7 @@ use crate::containers::{
 };
 use crate::http::{Client, Host};
 use crate::images::{self, ImagesArgs, ImportArgs, LoadArgs, RmiArgs, SaveArgs, TagArgs};
+use crate::registry::{self, LoginArgs, LogoutArgs, PullArgs, PushArgs};
 use crate::system::{self, FormatArgs};
 
 #[derive(Subcommand, Debug)]
@@ -30,6 +31,14 @@ pub enum ClientCommand {
     Tag(TagArgs),
     /// Remove one or more images
     Rmi(RmiArgs),
+    /// Download an image from a registry
+    Pull(PullArgs),
+    /// Upload an image to a registry
+    Push(PushArgs),
+    /// Log in to a registry (credentials kept in Docker's config.json)
+    Login(LoginArgs),
+    /// Log out from a registry
+    Logout(LogoutArgs),
     /// List containers
     Ps(PsArgs),
     /// Create a new container
@@ -67,6 +76,10 @@ pub fn run(host: &str, cmd: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Save(a) => images::save(&c, a),
         ClientCommand::Tag(a) => images::tag(&c, a),
         ClientCommand::Rmi(a) => images::rmi(&c, a),
+        ClientCommand::Pull(a) => registry::pull(&c, a),
+        ClientCommand::Push(a) => registry::push(&c, a),
+        ClientCommand::Login(a) => registry::login(&c, a),
+        ClientCommand::Logout(a) => registry::logout(a),
         ClientCommand::Ps(a) => containers::ps(&c, a),
         ClientCommand::Create(a) => containers::create(&c, a),
         ClientCommand::Run(a) => containers::run(&c, a),

@@ -43,6 +43,9 @@ pub struct DaemonArgs {
     /// Default ulimits for containers, as NAME=SOFT[:HARD]
     #[arg(long = "default-ulimit", value_name = "ULIMIT")]
     default_ulimits: Vec<String>,
+    /// A registry reached over plain HTTP (HOST[:PORT] or an IPv4 CIDR); loopback always is
+    #[arg(long = "insecure-registry", value_name = "REGISTRY")]
+    insecure_registries: Vec<String>,
     /// Root of the account files (/etc/passwd, /etc/group, /etc/subuid, /etc/subgid); for tests.
     #[arg(long, env = "BERTH_ETC_ROOT", default_value = "/", hide = true)]
     etc_root: PathBuf,
@@ -71,6 +74,7 @@ struct Settings {
     log_level: String,
     debug: bool,
     default_ulimits: Vec<Ulimit>,
+    insecure_registries: Vec<String>,
 }
 
 const FILE_KEYS: &[&str] = &[
@@ -82,6 +86,7 @@ const FILE_KEYS: &[&str] = &[
     "log-level",
     "debug",
     "default-ulimits",
+    "insecure-registries",
 ];
 
 fn parse_ulimit(s: &str) -> anyhow::Result<Ulimit> {
@@ -139,6 +144,7 @@ fn settings(args: &DaemonArgs) -> anyhow::Result<Settings> {
         ("log-level", args.log_level.is_some()),
         ("debug", args.debug),
         ("default-ulimits", !args.default_ulimits.is_empty()),
+        ("insecure-registries", !args.insecure_registries.is_empty()),
     ];
     let both: Vec<&str> = flag_set
         .iter()
@@ -183,6 +189,15 @@ fn settings(args: &DaemonArgs) -> anyhow::Result<Settings> {
     for u in &args.default_ulimits {
         default_ulimits.push(parse_ulimit(u)?);
     }
+    let insecure_registries = match file.get("insecure-registries") {
+        Some(v) => serde_json::from_value::<Vec<String>>(v.clone()).with_context(|| {
+            format!(
+                "{}: insecure-registries must be a list of strings",
+                path.display()
+            )
+        })?,
+        None => args.insecure_registries.clone(),
+    };
     let log_level = s("log-level")?
         .or_else(|| args.log_level.clone())
         .unwrap_or_else(|| "info".into());
@@ -209,6 +224,7 @@ fn settings(args: &DaemonArgs) -> anyhow::Result<Settings> {
         log_level,
         debug,
         default_ulimits,
+        insecure_registries,
     })
 }
 
@@ -300,6 +316,7 @@ async fn serve(settings: Settings, cfg: EngineConfig) -> anyhow::Result<()> {
     if let Some(p) = &settings.pidfile {
         write_pidfile(p)?;
     }
+    berth_docker_api::set_insecure_registries(settings.insecure_registries.clone());
     let api = Api {
         engine: engine.clone(),
         daemon_id: daemon_id(&settings.data_root)?,
@@ -377,6 +394,27 @@ mod tests {
         );
         let missing = dir.path().join("nope.json");
         assert!(settings(&args(&["--config-file", missing.to_str().unwrap()])).is_err());
+    }
+
+    #[test]
+    fn insecure_registries_from_flags_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("daemon.json");
+        std::fs::write(
+            &cfg,
+            r#"{"insecure-registries": ["10.0.0.0/8", "myreg:5000"]}"#,
+        )
+        .unwrap();
+        let c = cfg.to_str().unwrap();
+        let s = settings(&args(&["--config-file", c])).unwrap();
+        assert_eq!(s.insecure_registries, ["10.0.0.0/8", "myreg:5000"]);
+        let err = settings(&args(&["--config-file", c, "--insecure-registry", "x:1"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("insecure-registries"), "{err}");
+        std::fs::write(&cfg, "{}").unwrap();
+        let s = settings(&args(&["--config-file", c, "--insecure-registry", "x:1"])).unwrap();
+        assert_eq!(s.insecure_registries, ["x:1"]);
     }
 
     #[test]

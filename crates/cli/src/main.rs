@@ -15,6 +15,7 @@ mod daemon;
 mod format;
 mod http;
 mod images;
+mod registry;
 mod runopts;
 mod stream;
 mod system;

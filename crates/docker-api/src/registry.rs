@@ -90,14 +90,10 @@ async fn stream(
 ) -> ApiResult<Response<Body>> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     tokio::task::spawn_blocking(move || {
-        let sink = {
-            let tx = tx.clone();
-            move |p: Progress| {
-                let _ = tx.send(Msg::Line(progress_json(&p)));
-            }
+        let sink = |p: Progress| {
+            let _ = tx.send(Msg::Line(progress_json(&p)));
         };
-        let tx_sink = std::sync::Mutex::new(sink);
-        let r = op(&|p| (tx_sink.lock().unwrap_or_else(|p| p.into_inner()))(p));
+        let r = op(&sink);
         let _ = tx.send(Msg::Done(r));
     });
     let mut first = Vec::new();

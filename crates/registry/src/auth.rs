@@ -68,6 +68,18 @@ impl Credentials {
     }
 }
 
+impl Credentials {
+    /// Encodes Docker's `X-Registry-Auth` header for `server` (base64url JSON).
+    pub fn to_registry_auth_header(&self, server: &str) -> String {
+        let v = serde_json::json!({
+            "username": self.username,
+            "password": self.password,
+            "serveraddress": server,
+        });
+        base64::engine::general_purpose::URL_SAFE.encode(v.to_string())
+    }
+}
+
 /// Standard or URL-safe base64, padded or not (clients differ).
 fn decode_b64(s: &str) -> Option<Vec<u8>> {
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
@@ -370,5 +382,11 @@ mod tests {
             None
         );
         assert!(Credentials::from_registry_auth_header("!!!").is_err());
+        let c = Credentials {
+            username: "a".into(),
+            password: "b?>".into(),
+        };
+        let h = c.to_registry_auth_header("127.0.0.1:5000");
+        assert_eq!(Credentials::from_registry_auth_header(&h).unwrap(), Some(c));
     }
 }
