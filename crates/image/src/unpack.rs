@@ -375,15 +375,17 @@ impl Unpacker {
                 self.replace_if_exists(&pfd.fd, &raw, name, |pfd| {
                     rfs::symlinkat(os(&target), pfd, os(name))
                 })?;
-                let id = |v| Some(rfs_uid(v));
-                rfs::chownat(
-                    &*pfd.fd,
-                    os(name),
-                    id(meta.uid),
-                    Some(rfs_gid(meta.gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(io_err(&raw, "chown symlink"))?;
+                // As for files: a new symlink already has our owner unless the parent is setgid.
+                if (meta.uid, meta.gid) != self.creds || pfd.setgid {
+                    rfs::chownat(
+                        &*pfd.fd,
+                        os(name),
+                        Some(rfs_uid(meta.uid)),
+                        Some(rfs_gid(meta.gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(io_err(&raw, "chown symlink"))?;
+                }
                 let t = times(meta.mtime);
                 rfs::utimensat(&*pfd.fd, os(name), &t, AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(io_err(&raw, "set symlink times"))?;

@@ -509,3 +509,25 @@ fn huge_metadata_entries_are_refused_without_reading_them_into_memory() {
     let e = c.run(t, &Default::default()).unwrap_err();
     assert!(e.to_string().contains("tar metadata"), "{e}");
 }
+
+#[test]
+fn owners_are_exact_under_a_setgid_directory() {
+    let c = Case::new();
+    let t = tar_of(|b| {
+        let mut h = Header::new_gnu();
+        h.set_entry_type(EntryType::Directory);
+        h.set_mode(0o2775);
+        h.set_uid(0);
+        h.set_gid(50);
+        h.set_mtime(0);
+        h.set_size(0);
+        b.append_data(&mut h, "sg/", &b""[..]).unwrap();
+        raw(b, EntryType::Regular, b"sg/f", b"", b"x", 0o644);
+        raw(b, EntryType::Symlink, b"sg/l", b"f", b"", 0o777);
+    });
+    c.run(t, &Default::default()).unwrap();
+    // New entries in a setgid directory inherit its group; the tar says 0:0.
+    assert_eq!(fs::metadata(c.layer.join("sg")).unwrap().gid(), 50);
+    assert_eq!(fs::metadata(c.layer.join("sg/f")).unwrap().gid(), 0);
+    assert_eq!(fs::symlink_metadata(c.layer.join("sg/l")).unwrap().gid(), 0);
+}
