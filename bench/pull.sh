@@ -71,10 +71,13 @@ echo '{}' >"$work/daemon.json"
 BERTHD_PID=$!
 for _ in $(seq 100); do [ -S "$work/berth.sock" ] && break; sleep 0.1; done
 B() { "$BERTH" -H "unix://$work/berth.sock" "$@"; }
+# Removes the image with every reference (a pulled image also has its name@digest), so that
+# its blobs and layers go and the next pull fetches everything.
+B_rmi() { "$DOCKER" -H "unix://$work/berth.sock" rmi -f "$("$DOCKER" -H "unix://$work/berth.sock" inspect --format '{{.Id}}' "$image")"; }
 image=$reg/bench/fat:latest
 B import "$work/fat.tar" "$image" >/dev/null
 B push "$image" >/dev/null
-B rmi "$image" >/dev/null
+B_rmi >/dev/null
 
 echo "== dockerd 20.10"
 start_dockerd "$work/docker" --insecure-registry "$reg"
@@ -97,9 +100,9 @@ timed() {
 
 for i in $(seq "$runs"); do
   timed "$work/berth-cli" B pull "$image"
-  B rmi "$image" >/dev/null
+  B_rmi >/dev/null
   timed "$work/docker-berth" "$DOCKER" -H "unix://$work/berth.sock" pull "$image"
-  B rmi "$image" >/dev/null
+  B_rmi >/dev/null
   timed "$work/docker-dockerd" D pull "$image"
   D rmi "$image" >/dev/null
   echo "run $i: berth $(tail -1 "$work/berth-cli") ms, docker->berth $(tail -1 "$work/docker-berth") ms, docker->dockerd $(tail -1 "$work/docker-dockerd") ms"

@@ -6,8 +6,9 @@
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
 
+use berth_image::layers::PendingLayer;
 use berth_image::registry::{IndexDoc, Manifest, Probe};
 use berth_image::{
     chain_ids, compress, media, Digest, Image, ImageConfiguration, ImageStore, Reference,
@@ -164,6 +165,7 @@ pub fn pull(
             manifest.config.size,
             None,
             &|_| {},
+            None,
         )?;
         fetched.fetch_add(1, Ordering::Relaxed);
         fetched_bytes.fetch_add(n, Ordering::Relaxed);
@@ -217,32 +219,53 @@ pub fn pull(
                 let step = |done: u64| {
                     progress(Progress::bytes(id, "Downloading", done, l.size));
                 };
-                let r = fetch_blob(
-                    store,
-                    &client,
-                    repo,
-                    &scope,
-                    &l.digest,
-                    l.size,
-                    Some(&failed),
-                    &step,
-                )
-                .and_then(|n| {
+                let parent = i.checked_sub(1).map(|p| &chains[p]);
+                let unpack = !store.layers().exists(&chains[i]);
+                // The layer is unpacked while it downloads (a second thread reads what the
+                // download writes); the unpacked tree is kept only once the blob's digest
+                // and the tree's diff id both check out.
+                let r = std::thread::scope(|s| -> Result<()> {
+                    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(32);
+                    let unpacker = unpack.then(|| {
+                        s.spawn(move || -> Result<PendingLayer> {
+                            let reader = ChannelReader {
+                                rx,
+                                cur: Vec::new(),
+                                pos: 0,
+                            };
+                            let (_, tar) = compress::decompress(reader).map_err(|e| {
+                                berth_image::ImageError::Archive(format!("layer {}: {e}", l.digest))
+                            })?;
+                            Ok(store
+                                .layers()
+                                .unpack_pending(tar, store.unpack_limits(), true)?)
+                        })
+                    });
+                    let tee = unpacker.is_some().then_some(tx);
+                    let fetched_blob = fetch_blob(
+                        store,
+                        &client,
+                        repo,
+                        &scope,
+                        &l.digest,
+                        l.size,
+                        Some(&failed),
+                        &step,
+                        tee,
+                    );
+                    let pending = unpacker.map(|u| {
+                        u.join().unwrap_or_else(|_| {
+                            Err(RegistryError::Cancelled(
+                                "an unpacking thread panicked".into(),
+                            ))
+                        })
+                    });
+                    let n = fetched_blob?;
                     fetched.fetch_add(1, Ordering::Relaxed);
                     fetched_bytes.fetch_add(n, Ordering::Relaxed);
                     progress(Progress::line(Some(id), "Download complete"));
-                    let parent = i.checked_sub(1).map(|p| &chains[p]);
-                    if !store.layers().exists(&chains[i]) {
-                        progress(Progress::bytes(id, "Extracting", 0, l.size));
-                        let blob = store.content().open_blob(&l.digest)?;
-                        let (_, tar) = compress::decompress(blob)
-                            .map_err(|e| client.protocol(&format!("layer {}", l.digest), e))?;
-                        store.layers().unpack(
-                            tar,
-                            parent,
-                            Some(&diff_ids[i]),
-                            store.unpack_limits(),
-                        )?;
+                    if let Some(p) = pending {
+                        p?.commit(store.layers(), parent, Some(&diff_ids[i]))?;
                     }
                     progress(Progress::line(Some(id), "Pull complete"));
                     Ok(())
@@ -316,6 +339,31 @@ fn choose<'a>(
     })
 }
 
+/// A reader over the chunks a download sends.
+struct ChannelReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// GETs a manifest by tag or digest. Returns its digest (checked against `expected` and the
 /// registry's Docker-Content-Digest), bytes and media type.
 fn fetch_manifest(
@@ -380,6 +428,7 @@ fn fetch_blob(
     size: u64,
     cancel: Option<&AtomicBool>,
     step: &dyn Fn(u64),
+    mut tee: Option<mpsc::SyncSender<Vec<u8>>>,
 ) -> Result<u64> {
     let what = format!("blob {digest} of {}/{repo}", client.registry);
     let mut resp = client.send(
@@ -423,6 +472,13 @@ fn fetch_blob(
         }
         w.write_all(&buf[..n])
             .map_err(|e| client.protocol(&what, format!("storing it: {e}")))?;
+        // An unpacker that stopped (a bad layer) reports its own error; the download goes on.
+        if tee
+            .as_ref()
+            .is_some_and(|t| t.send(buf[..n].to_vec()).is_err())
+        {
+            tee = None;
+        }
         if done - reported >= PROGRESS_STEP {
             reported = done;
             step(done);
