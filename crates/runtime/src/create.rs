@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -18,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::init::{self, ExecArgs, InitArgs};
 use crate::mounts;
 use crate::seccomp;
-use crate::state::{self, Record, State, Status, EXEC_FIFO, OCI_VERSION};
+use crate::state::{self, Record, State, Status, EXEC_FIFO, INIT_ERROR, OCI_VERSION};
 use crate::syscall::{self, Forked};
 use crate::{cgroups, hooks, CreateOptions, Created, ExecOptions, Runtime};
 
@@ -252,6 +253,25 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
     )
     .map_err(|e| Error::sys(format!("open {}", fifo_path.display()), e))?;
 
+    let error_path = dir.join(INIT_ERROR);
+    let error_file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&error_path)
+        .map_err(|e| Error::io("create", &error_path, e))?;
+
+    // The init dies with us (see CreateOptions::outlive_caller): it watches this pidfd to
+    // tell whether we died before it could ask for the signal.
+    let caller = if opts.outlive_caller {
+        None
+    } else {
+        Some(
+            syscall::pidfd_open(std::process::id() as i32)
+                .map_err(|e| Error::sys("pidfd_open of the runtime itself", e))?,
+        )
+    };
+
     let idmapped = idmapped_trees(&spec)?;
     let console_sock = match (&opts.console_socket, process.terminal().unwrap_or(false)) {
         (Some(p), true) => Some(connect_console(p)?),
@@ -290,6 +310,8 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
         chan: &child_chan,
         runtime_end: parent_chan.raw(),
         fifo: fifo.as_fd(),
+        error_file: error_file.as_fd(),
+        caller: caller.as_ref().map(|f| f.as_fd()),
         console_sock: console_sock.as_ref().map(|s| s.as_raw_fd()),
         stdio: opts
             .stdio
@@ -339,6 +361,8 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
     cleanup.child = Some(pid);
     drop(child_chan);
     drop(fifo);
+    drop(error_file);
+    drop(caller);
     drop(console_sock);
     drop(join_fds);
 

@@ -29,6 +29,11 @@ pub struct InitArgs<'a> {
     pub runtime_end: RawFd,
     /// The exec fifo, opened read-write: the init blocks reading it until `start` writes.
     pub fifo: BorrowedFd<'a>,
+    /// The state directory's INIT_ERROR file: where a failure after `create` returned goes,
+    /// for `start` to report (the runtime no longer listens on the handshake socket).
+    pub error_file: BorrowedFd<'a>,
+    /// A pidfd of the runtime's caller (our parent) when the init is to die with it.
+    pub caller: Option<BorrowedFd<'a>>,
     pub console_sock: Option<RawFd>,
     pub stdio: Option<[RawFd; 3]>,
     pub no_pivot: bool,
@@ -53,17 +58,26 @@ pub struct InitArgs<'a> {
 }
 
 /// Reports `r`'s error (if any) to the runtime and exits: the child never returns into the
-/// caller's code.
-fn finish(chan: &Channel, r: std::thread::Result<Result<Infallible>>) -> ! {
+/// caller's code. When the runtime no longer listens (the failure came after `create`
+/// returned), the message goes to `error_file` (the init's, which `start` reads) or, for an
+/// exec'd process, to its stderr.
+fn finish(
+    chan: &Channel,
+    error_file: Option<BorrowedFd>,
+    r: std::thread::Result<Result<Infallible>>,
+) -> ! {
     let msg = match r {
         Ok(Err(e)) => e.to_string(),
         Err(_) => "the runtime's child panicked".to_string(),
         Ok(Ok(never)) => match never {},
     };
     if chan.send(Tag::Failed, &msg, None).is_err() {
-        // Nobody listens any more (the failure came after `create` returned): say it on
-        // the container's stderr.
-        eprintln!("berth-runtime: {msg}");
+        match error_file {
+            Some(f) => {
+                let _ = nix::unistd::write(f, msg.as_bytes());
+            }
+            None => eprintln!("berth-runtime: {msg}"),
+        }
     }
     // SAFETY: _exit ends the process without running the caller's atexit handlers or
     // destructors, which belong to the parent's copy of this memory.
@@ -72,8 +86,9 @@ fn finish(chan: &Channel, r: std::thread::Result<Result<Infallible>>) -> ! {
 
 pub fn run(a: InitArgs) -> ! {
     let chan = a.chan;
+    let error_file = a.error_file;
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| init(a)));
-    finish(chan, r)
+    finish(chan, Some(error_file), r)
 }
 
 fn set_stdio(stdio: Option<[RawFd; 3]>) -> Result<()> {
@@ -265,6 +280,7 @@ fn init(mut a: InitArgs) -> Result<Infallible> {
         &Confinement {
             seccomp: a.seccomp,
             preserve_fds: a.preserve_fds,
+            die_with: a.caller,
         },
     )
 }
@@ -323,7 +339,7 @@ pub struct ExecArgs<'a> {
 pub fn run_exec(a: ExecArgs) -> ! {
     let chan = a.chan;
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| exec_child(a)));
-    finish(chan, r)
+    finish(chan, None, r)
 }
 
 fn exec_child(a: ExecArgs) -> Result<Infallible> {
@@ -354,6 +370,7 @@ fn exec_child(a: ExecArgs) -> Result<Infallible> {
         &Confinement {
             seccomp: a.seccomp,
             preserve_fds: a.preserve_fds,
+            die_with: None,
         },
     )
 }

@@ -48,7 +48,7 @@ pub use error::{Error, Result};
 pub use spec::{default_spec, features};
 pub use state::{State, Status, OCI_VERSION};
 
-use state::{Record, EXEC_FIFO};
+use state::{Record, EXEC_FIFO, INIT_ERROR};
 
 /// Options of [`Runtime::create`] (runc's `create` flags).
 #[derive(Debug, Default)]
@@ -66,6 +66,10 @@ pub struct CreateOptions {
     /// The container's stdin, stdout and stderr when it has no terminal; `None` inherits
     /// the caller's.
     pub stdio: Option<[OwnedFd; 3]>,
+    /// Let the container's init outlive the caller. By default it gets SIGKILL when the
+    /// caller (its parent: the engine's monitor) dies, so that no container runs untracked;
+    /// the `create` command, which exits before `start`, sets this.
+    pub outlive_caller: bool,
 }
 
 /// Options of [`Runtime::exec`].
@@ -178,6 +182,15 @@ impl Runtime {
             }
         }
         drop(f);
+        // The init failed between the fifo and the exec (user, capabilities, cwd...): it
+        // said why in INIT_ERROR before it exited, which is what woke us.
+        let why = std::fs::read_to_string(dir.join(INIT_ERROR)).unwrap_or_default();
+        if !why.is_empty() {
+            return Err(Error::Init {
+                id: id.into(),
+                message: why,
+            });
+        }
         if let Some(h) = rec
             .spec
             .hooks()

@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::ffi::CString;
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -135,10 +136,46 @@ pub struct Confinement<'a> {
     pub seccomp: Option<&'a Filter>,
     /// Descriptors 3..3+preserve_fds stay open across exec.
     pub preserve_fds: u32,
+    /// A pidfd of the parent: the program gets SIGKILL when the parent dies.
+    pub die_with: Option<BorrowedFd<'a>>,
 }
 
 fn setgroups_allowed() -> bool {
     std::fs::read_to_string("/proc/self/setgroups").map_or(true, |s| s.trim() != "deny")
+}
+
+/// The capabilities this process can pass on: those in both its bounding and permitted
+/// sets. Without a new user namespace (which starts with every capability) that is what
+/// whoever started the runtime left it: a sandboxed host or an outer container may have
+/// withheld some (this test VM withholds CAP_SYS_RESOURCE from everything).
+fn held_caps() -> Result<CapsHashSet> {
+    let read = |set| {
+        caps::read(None, set).map_err(|e| Error::Setup(format!("read {set:?} capabilities: {e}")))
+    };
+    Ok(&read(CapSet::Bounding)? & &read(CapSet::Permitted)?)
+}
+
+/// The kernel refuses to raise a capability the process does not hold (capset: EPERM), so
+/// such a request cannot be honoured. As containerd does for privileged containers, the
+/// container gets what the runtime holds, and the log says what is left out and why.
+fn warn_not_held(requested: &[CapsHashSet], held: &CapsHashSet) {
+    let mut missing: Vec<String> = requested
+        .iter()
+        .flatten()
+        .filter(|c| !held.contains(c))
+        .map(|c| c.to_string())
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    missing.sort();
+    missing.dedup();
+    tracing::warn!(
+        "capabilities {} not granted: the runtime itself does not hold them (they are \
+         missing from its bounding or permitted set, so whoever started it withheld them); \
+         start the runtime with them, or give the container a user namespace",
+        missing.join(", ")
+    );
 }
 
 /// Drops to the configured user, capabilities and seccomp filter and execs. Returns only
@@ -154,16 +191,23 @@ pub fn exec(p: &Process, prep: &Prepared, conf: &Confinement) -> Result<Infallib
             .build()
             .expect("all sets given")
     });
-    let bounding = to_caps(caps_cfg.bounding().as_ref())?;
     let effective = to_caps(caps_cfg.effective().as_ref())?;
-    let inheritable = to_caps(caps_cfg.inheritable().as_ref())?;
     let permitted = to_caps(caps_cfg.permitted().as_ref())?;
-    let ambient = to_caps(caps_cfg.ambient().as_ref())?;
     if !effective.is_subset(&permitted) {
         return Err(Error::InvalidConfig(
             "process.capabilities.effective has capabilities not in permitted".into(),
         ));
     }
+    let held = held_caps()?;
+    let requested = [
+        to_caps(caps_cfg.bounding().as_ref())?,
+        effective,
+        to_caps(caps_cfg.inheritable().as_ref())?,
+        permitted,
+        to_caps(caps_cfg.ambient().as_ref())?,
+    ];
+    warn_not_held(&requested, &held);
+    let [bounding, effective, inheritable, permitted, ambient] = requested.map(|set| &set & &held);
     let nnp = p.no_new_privileges().unwrap_or(false);
     let user = p.user();
 
@@ -227,6 +271,11 @@ pub fn exec(p: &Process, prep: &Prepared, conf: &Confinement) -> Result<Infallib
     }
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
+    // After the last change of credentials (which clears it), before a no_new_privs seccomp
+    // filter that might not allow prctl.
+    if let Some(parent) = conf.die_with {
+        die_with_parent(parent)?;
+    }
     if nnp {
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
@@ -262,6 +311,28 @@ pub fn exec(p: &Process, prep: &Prepared, conf: &Confinement) -> Result<Infallib
         format!("exec {}", prep.path.to_string_lossy()),
         e,
     ))
+}
+
+/// Asks for SIGKILL when the parent dies. Set last: the kernel clears it on every change of
+/// user or group id (and on the exec of a set-user-ID program). The parent may have died
+/// before we asked, when the signal would never come: its pidfd, readable once it has
+/// exited, tells (getppid cannot: it says 0 in a new pid namespace).
+fn die_with_parent(parent: BorrowedFd) -> Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+        return Err(Error::sys(
+            "prctl(PR_SET_PDEATHSIG)",
+            nix::errno::Errno::last(),
+        ));
+    }
+    let mut pfd = [nix::poll::PollFd::new(parent, nix::poll::PollFlags::POLLIN)];
+    match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::ZERO) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(Error::Setup(
+            "the runtime's caller (the container's monitor) died before the program started".into(),
+        )),
+        Err(e) => Err(Error::sys("poll the parent's pidfd", e)),
+    }
 }
 
 /// AppArmor profile and SELinux label: set for the exec where the host has the module,

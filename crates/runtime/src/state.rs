@@ -71,6 +71,9 @@ pub struct Record {
 
 pub const STATE_FILE: &str = "state.json";
 pub const EXEC_FIFO: &str = "exec.fifo";
+/// Where the init writes why it failed after `create` returned (between `start` and the
+/// exec of the container's program), for `start` to report.
+pub const INIT_ERROR: &str = "init.error";
 
 impl Record {
     pub fn load(dir: &Path, id: &str) -> Result<Record> {

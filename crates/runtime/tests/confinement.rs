@@ -82,6 +82,43 @@ fn capability_sets_equal_the_config_for_root() {
     assert_eq!(caps, want);
 }
 
+/// The capability bits of this (the test's) process's bounding set.
+fn own_bounding_set() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status_caps(&status)
+        .into_iter()
+        .find(|(k, _)| k == "CapBnd")
+        .unwrap()
+        .1
+}
+
+const SYS_RESOURCE: u64 = 1 << 24;
+
+/// Without a user namespace, a capability the runtime does not hold itself (this VM
+/// withholds CAP_SYS_RESOURCE from every process) cannot be granted: the container still
+/// runs, with what the runtime holds. It used to exit 127 (capset: EPERM).
+#[test]
+fn capabilities_the_runtime_lacks_are_left_out_not_fatal() {
+    let mut b = Bundle::new("brt-capsres", false);
+    let set = json!(["CAP_KILL", "CAP_SYS_RESOURCE"]);
+    b.config["process"]["capabilities"] = json!({
+        "bounding": set, "permitted": set, "effective": set, "inheritable": set, "ambient": set
+    });
+    b.config["process"]["args"] = json!(["true"]);
+    let out = b.run(&cid("capsres"));
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    b.script("grep ^Cap /proc/self/status");
+    let want = (KILL | SYS_RESOURCE) & own_bounding_set();
+    for (k, got) in status_caps(&ok_stdout(&b.run(&cid("capsres2")))) {
+        assert_eq!(got, want, "{k}");
+    }
+}
+
 #[test]
 fn capability_sets_equal_the_config_for_a_user_with_ambient() {
     let mut b = Bundle::new("brt-caps2", true);

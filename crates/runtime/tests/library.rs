@@ -112,7 +112,71 @@ fn terminal_master_returned() {
     rt.delete(&id, true).expect("delete");
 }
 
+fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // A zombie holds nothing any more: its reaper is not us.
+        Ok(s) => s.rsplit(')').next().unwrap().trim_start().starts_with('Z'),
+    }
+}
+
+/// The caller of create stands for the engine's monitor: when it is killed (SIGKILL, no
+/// cleanup), the container's init gets SIGKILL too instead of running on untracked.
+fn init_dies_with_its_caller() {
+    let mut b = Bundle::new("brt-libdeath", true);
+    b.config["process"]["args"] = json!(["sleep", "1000"]);
+    b.write();
+    let id = cid("libdeath");
+    let (r, w) = pipe();
+    // SAFETY: this test's main is single-threaded; the child only calls the runtime (as the
+    // monitor does), writes to a pipe and sleeps.
+    let monitor = match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            drop(r);
+            let rt = Runtime::new(b.state_root.clone());
+            let opts = CreateOptions {
+                bundle: b.bundle.clone(),
+                stdio: Some([devnull(), devnull(), devnull()]),
+                ..Default::default()
+            };
+            let pid = rt.create(&id, &opts).map(|c| c.pid).unwrap_or(0);
+            if pid != 0 && rt.start(&id).is_err() {
+                // SAFETY: ends the forked child without the parent's handlers.
+                unsafe { libc::_exit(1) };
+            }
+            let _ = nix::unistd::write(&w, pid.to_string().as_bytes());
+            drop(w);
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(60));
+            }
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop(w);
+    let init: i32 = read_all(r)
+        .parse()
+        .expect("the child reports the init's pid");
+    assert!(init > 0, "create failed in the child");
+    assert!(!process_gone(init), "the container runs");
+    nix::sys::signal::kill(monitor, nix::sys::signal::SIGKILL).unwrap();
+    waitpid(monitor, None).unwrap();
+    // Generous: only there so that a failure does not hang forever.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !process_gone(init) {
+        if std::time::Instant::now() > deadline {
+            let _ = nix::sys::signal::kill(Pid::from_raw(init), nix::sys::signal::SIGKILL);
+            panic!("the container's init {init} outlived its caller");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Runtime::new(b.state_root.clone())
+        .delete(&id, true)
+        .expect("delete");
+}
+
 fn main() {
+    init_dies_with_its_caller();
+    println!("test init_dies_with_its_caller ... ok");
     stdio_and_wait();
     println!("test stdio_and_wait ... ok");
     terminal_master_returned();

@@ -273,6 +273,32 @@ fn bad_config_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid"));
 }
 
+/// A failure between `start` and the exec of the program (here: chdir to a missing
+/// process.cwd) is reported by `start` and `run`, not only as an exit code.
+#[test]
+fn failure_after_start_is_reported_by_start() {
+    let mut b = Bundle::new("brt-late", true);
+    b.config["process"]["cwd"] = json!("/nonexistent");
+    b.config["process"]["args"] = json!(["true"]);
+    let id = cid("late");
+    create(&b, &id);
+    let out = b.cmd(&["start", &id]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("chdir") && err.contains("/nonexistent") && err.contains(&id),
+        "{err}"
+    );
+    cli_ok(&b, &["delete", "--force", &id]);
+    let out = b.run(&cid("late2"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("chdir") && err.contains("/nonexistent"),
+        "{err}"
+    );
+}
+
 /// The pty master goes to --console-socket over SCM_RIGHTS, as runc sends it.
 #[test]
 fn console_socket_receives_the_pty_master() {

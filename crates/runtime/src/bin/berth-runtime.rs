@@ -188,7 +188,11 @@ fn real_main(cli: Cli) -> Result<u8> {
     let rt = Runtime::new(cli.root.clone());
     match cli.cmd {
         Cmd::Create(a) => {
-            rt.create(&a.id, &create_opts(&a))?;
+            let opts = CreateOptions {
+                outlive_caller: true,
+                ..create_opts(&a)
+            };
+            rt.create(&a.id, &opts)?;
             Ok(0)
         }
         Cmd::Start { id } => {
@@ -296,6 +300,7 @@ fn create_opts(a: &CreateArgs) -> CreateOptions {
         no_pivot: a.no_pivot,
         preserve_fds: a.preserve_fds,
         stdio: None,
+        outlive_caller: false,
     }
 }
 
@@ -390,7 +395,11 @@ fn run(rt: &Runtime, a: &CreateArgs, detach: bool, keep: bool) -> Result<u8> {
     // Blocked before the fork, so that no signal is lost between create and the wait loop
     // (the child unblocks them before exec).
     let mask = if detach { None } else { Some(block_signals()?) };
-    let created = rt.create(&a.id, &create_opts(a))?;
+    let opts = CreateOptions {
+        outlive_caller: detach,
+        ..create_opts(a)
+    };
+    let created = rt.create(&a.id, &opts)?;
     if detach && created.console.is_some() {
         let _ = rt.delete(&a.id, true);
         bail!(
