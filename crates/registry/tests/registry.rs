@@ -290,3 +290,53 @@ fn unknown_images_and_down_registries() {
     assert!(matches!(err, RegistryError::Unreachable { .. }), "{err}");
     assert!(dst.list().unwrap().is_empty());
 }
+
+/// An independent writer: skopeo (Debian's) copies a docker-save archive into the registry,
+/// compressing the layer with gzip and writing Docker schema2 media types; berth pulls it.
+#[test]
+fn pull_what_skopeo_pushed() {
+    berth_testkit::require_root();
+    let reg = TestRegistry::start(false);
+    let (dir, src) = store();
+    let img = busybox(&src);
+    let archive = dir.path().join("busybox-save.tar");
+    src.save(
+        &["busybox:latest"],
+        berth_image::ArchiveFormat::Docker,
+        fs::File::create(&archive).unwrap(),
+    )
+    .unwrap();
+    let dest = format!("{}/skopeo/busybox:latest", reg.addr);
+    let out = std::process::Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("docker-archive:{}", archive.display()))
+        .arg(format!("docker://{dest}"))
+        .output()
+        .expect("run skopeo (Debian's skopeo, see scripts/deps)");
+    assert!(
+        out.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_d2, dst) = store();
+    let got = pull(
+        &dst,
+        &Reference::parse(&dest).unwrap(),
+        &pull_opts(false),
+        &quiet,
+    )
+    .unwrap();
+    // Same config (image id) and diff ids; the layer blob is skopeo's gzip of it.
+    assert_eq!(got.image.id, img.id);
+    assert_eq!(got.image.layers[0].diff_id, img.layers[0].diff_id);
+    assert_ne!(got.image.layers[0].digest, img.layers[0].digest);
+    assert!(dst
+        .layers()
+        .diff_path(&got.image.layers[0].chain_id)
+        .join("bin/busybox")
+        .is_file());
+    // And berth pushes it back out to another repository unchanged.
+    let again = Reference::parse(&format!("{}/copy/busybox:latest", reg.addr)).unwrap();
+    let r = push(&dst, &dest, &again, &push_opts(false, None), &quiet).unwrap();
+    assert_eq!(r.digest, got.image.manifest_digest);
+}
