@@ -340,3 +340,65 @@ fn pull_what_skopeo_pushed() {
     let r = push(&dst, &dest, &again, &push_opts(false, None), &quiet).unwrap();
     assert_eq!(r.digest, got.image.manifest_digest);
 }
+
+/// An OCI index (as Docker Hub serves for multi-platform images): the host's platform is
+/// chosen, the index digest is the repository digest, and a platform it lacks is a clear
+/// error.
+#[test]
+fn index_picks_the_platform() {
+    berth_testkit::require_root();
+    let reg = TestRegistry::start(false);
+    let (_d, src) = store();
+    let img = busybox(&src);
+    let single = Reference::parse(&format!("{}/multi/busybox:single", reg.addr)).unwrap();
+    push(
+        &src,
+        "busybox:latest",
+        &single,
+        &push_opts(false, None),
+        &quiet,
+    )
+    .unwrap();
+    let size = src.content().size(&img.manifest_digest).unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "digest": img.manifest_digest.to_string(), "size": size,
+             "platform": {"os": "linux", "architecture": "riscv64"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "digest": img.manifest_digest.to_string(), "size": size,
+             "platform": {"os": "linux", "architecture": berth_image::media::host_arch()}},
+        ],
+    })
+    .to_string();
+    let index_digest = berth_image::Digest::of(index.as_bytes());
+    let out = std::process::Command::new("curl")
+        .args(["-sf", "-X", "PUT", "-H"])
+        .arg("Content-Type: application/vnd.oci.image.index.v1+json")
+        .arg("--data-binary")
+        .arg(&index)
+        .arg(format!(
+            "http://{}/v2/multi/busybox/manifests/latest",
+            reg.addr
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "PUT index: {out:?}");
+
+    let (_d2, dst) = store();
+    let r = Reference::parse(&format!("{}/multi/busybox:latest", reg.addr)).unwrap();
+    let got = pull(&dst, &r, &pull_opts(false), &quiet).unwrap();
+    assert_eq!(got.image.id, img.id);
+    assert_eq!(got.digest, index_digest);
+    assert_eq!(got.image.manifest_digest, img.manifest_digest);
+    let by_index = format!("{}/multi/busybox@{index_digest}", reg.addr);
+    assert_eq!(dst.resolve(&by_index).unwrap().id, img.id);
+
+    let mut o = pull_opts(false);
+    o.platform = Some(berth_registry::PlatformSpec::parse("linux/s390x").unwrap());
+    let err = pull(&dst, &r, &o, &quiet).unwrap_err();
+    assert!(matches!(err, RegistryError::NoPlatform { .. }), "{err}");
+    assert!(err.to_string().contains("riscv64"), "{err}");
+}
