@@ -416,6 +416,15 @@ fn remap_refusals_userns_host_and_inspect() {
         let id = d.ok(&["create", flag, "--userns=host", "busybox", "true"]);
         d.ok(&["rm", id.trim()]);
     }
+    // And it runs, with the capabilities the host lets the daemon have.
+    d.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--userns=host",
+        "busybox",
+        "true",
+    ]);
     let host_map = d.ok(&[
         "run",
         "--rm",
@@ -1056,4 +1065,94 @@ fn exec_in_a_running_container() {
     d.ok(&["stop", "-t", "0", "box"]);
     let o = d.docker(&["exec", "box", "true"]);
     assert!(stderr(&o).contains("is not running"), "{}", stderr(&o));
+}
+
+fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // A zombie holds nothing any more: its reaper is not us.
+        Ok(s) => s.rsplit(')').next().unwrap().trim_start().starts_with('Z'),
+    }
+}
+
+/// Capabilities the host withholds from the daemon (this VM: CAP_SYS_RESOURCE) are left
+/// out, not fatal (they made --cap-add SYS_RESOURCE and --privileged exit 127); a failure
+/// between start and the exec reaches the client; a container dies with its monitor, and
+/// survives the daemon.
+#[test]
+fn caps_the_host_lacks_late_failures_and_dead_monitors() {
+    let mut d = Daemon::start(None, None);
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "--rm",
+        "--cap-add",
+        "SYS_RESOURCE",
+        "busybox",
+        "true",
+    ]);
+    d.ok(&["run", "--rm", "--privileged", "busybox", "true"]);
+
+    // Executable to the runtime's checks, refused by execve (after `start`).
+    let bad = d.dir.join("bad");
+    std::fs::write(&bad, b"\0not a program\n").unwrap();
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let vol = format!("{}:/bad", bad.display());
+    let o = d.docker(&["run", "--rm", "-v", &vol, "busybox", "/bad"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("exec /bad") && stderr(&o).contains("Exec format error"),
+        "{}",
+        stderr(&o)
+    );
+
+    let init_of = |d: &Daemon, name: &str| -> i32 {
+        d.ok(&["inspect", "-f", "{{.State.Pid}}", name])
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // The daemon dies (SIGKILL): the container lives on under its monitor.
+    d.ok(&[
+        "run", "-d", "--name", "survivor", "busybox", "sleep", "1000",
+    ]);
+    let survivor = init_of(&d, "survivor");
+    let mut daemon = d.child.take().unwrap();
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    d.spawn();
+    assert!(
+        !process_gone(survivor),
+        "the container died with the daemon"
+    );
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{.State.Running}}", "survivor"])
+            .trim(),
+        "true"
+    );
+
+    // Its monitor dies (SIGKILL): so does the container.
+    let id = d
+        .ok(&["inspect", "-f", "{{.Id}}", "survivor"])
+        .trim()
+        .to_string();
+    let monitors: Vec<i32> = pids_mentioning(&d.dir.join("exec").join("containers").join(&id))
+        .into_iter()
+        .filter(|p| *p != survivor)
+        .collect();
+    assert_eq!(monitors.len(), 1, "one monitor: {monitors:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitors[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // Generous: only there so that a failure does not hang forever.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !process_gone(survivor) {
+        assert!(
+            Instant::now() < deadline,
+            "the container outlived its monitor"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
