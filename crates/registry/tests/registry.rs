@@ -402,3 +402,92 @@ fn index_picks_the_platform() {
     assert!(matches!(err, RegistryError::NoPlatform { .. }), "{err}");
     assert!(err.to_string().contains("riscv64"), "{err}");
 }
+
+/// A proxy in front of the registry that cuts the first download of blob `cut` after 64 KiB.
+fn cutting_proxy(upstream: String, cut: String) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut cut_done = false;
+        for conn in l.incoming() {
+            let Ok(client) = conn else { return };
+            let mut r = BufReader::new(client.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if !line.to_ascii_lowercase().starts_with("connection:") {
+                    head.push_str(&line);
+                }
+            }
+            head.push_str("Connection: close\r\n\r\n");
+            let cut_this = !cut_done && head.starts_with("GET") && head.contains(&cut);
+            cut_done |= cut_this;
+            let Ok(mut up) = std::net::TcpStream::connect(&upstream) else {
+                return;
+            };
+            up.write_all(head.as_bytes()).unwrap();
+            let mut out = client;
+            if cut_this {
+                let mut buf = vec![0u8; 64 << 10];
+                let _ = up.read_exact(&mut buf);
+                let _ = out.write_all(&buf);
+            } else {
+                let _ = std::io::copy(&mut up, &mut out);
+            }
+        }
+    });
+    addr
+}
+
+/// A download cut midway leaves no blob and no temporary file; the next pull fetches only
+/// what is missing and finishes.
+#[test]
+fn interrupted_pull_resumes() {
+    berth_testkit::require_root();
+    let reg = TestRegistry::start(false);
+    let (_d, src) = store();
+    let img = busybox(&src);
+    let target = Reference::parse(&format!("{}/busybox:latest", reg.addr)).unwrap();
+    push(
+        &src,
+        "busybox:latest",
+        &target,
+        &push_opts(false, None),
+        &quiet,
+    )
+    .unwrap();
+    let layer = img.layers[0].digest.clone();
+    let proxy = cutting_proxy(reg.addr.clone(), layer.hex().to_string());
+    let via = Reference::parse(&format!("{proxy}/busybox:latest")).unwrap();
+
+    let (dir, dst) = store();
+    let err = pull(&dst, &via, &pull_opts(false), &quiet).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RegistryError::Unreachable { .. } | RegistryError::Protocol { .. }
+        ),
+        "{err}"
+    );
+    assert!(!dst.content().contains(&layer));
+    assert!(
+        dst.content().contains(&img.id),
+        "the whole config blob is kept"
+    );
+    assert_eq!(
+        fs::read_dir(dir.path().join("content/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert!(dst.layers().list().unwrap().is_empty());
+    assert!(dst.list().unwrap().is_empty());
+
+    let got = pull(&dst, &via, &pull_opts(false), &quiet).unwrap();
+    assert_eq!(got.image.id, img.id);
+    assert_eq!(got.blobs_fetched, 1, "only the layer is fetched again");
+}
