@@ -285,6 +285,11 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
             .as_ref()
             .is_some_and(|h| !h.is_empty());
     let joined_userns = joins.iter().any(|(t, _)| *t == LinuxNamespaceType::User);
+    if !new_userns && !joined_userns {
+        // Without a user namespace (which starts with every capability) the container gets
+        // only the capabilities we hold: say here what it misses, in our log.
+        crate::process::warn_not_held(process, &crate::process::held_caps()?)?;
+    }
     let join_fds = joins
         .iter()
         .map(|(t, p)| {

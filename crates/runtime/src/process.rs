@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use caps::{CapSet, CapsHashSet};
 use nix::unistd::{Gid, Uid};
-use oci_spec::runtime::{Capabilities, PosixRlimitType, Process};
+use oci_spec::runtime::{Capabilities, LinuxCapabilities, PosixRlimitType, Process};
 
 use crate::error::{Error, Result};
 use crate::seccomp::Filter;
@@ -148,25 +148,40 @@ fn setgroups_allowed() -> bool {
 /// sets. Without a new user namespace (which starts with every capability) that is what
 /// whoever started the runtime left it: a sandboxed host or an outer container may have
 /// withheld some (this test VM withholds CAP_SYS_RESOURCE from everything).
-fn held_caps() -> Result<CapsHashSet> {
+pub fn held_caps() -> Result<CapsHashSet> {
     let read = |set| {
         caps::read(None, set).map_err(|e| Error::Setup(format!("read {set:?} capabilities: {e}")))
     };
     Ok(&read(CapSet::Bounding)? & &read(CapSet::Permitted)?)
 }
 
+/// The config's capability sets, in the order bounding, effective, inheritable,
+/// permitted, ambient.
+fn requested_caps(caps_cfg: &LinuxCapabilities) -> Result<[CapsHashSet; 5]> {
+    Ok([
+        to_caps(caps_cfg.bounding().as_ref())?,
+        to_caps(caps_cfg.effective().as_ref())?,
+        to_caps(caps_cfg.inheritable().as_ref())?,
+        to_caps(caps_cfg.permitted().as_ref())?,
+        to_caps(caps_cfg.ambient().as_ref())?,
+    ])
+}
+
 /// The kernel refuses to raise a capability the process does not hold (capset: EPERM), so
-/// such a request cannot be honoured. As containerd does for privileged containers, the
-/// container gets what the runtime holds, and the log says what is left out and why.
-fn warn_not_held(requested: &[CapsHashSet], held: &CapsHashSet) {
-    let mut missing: Vec<String> = requested
+/// such a request cannot be honoured: [`exec`] grants what the runtime holds, as containerd
+/// does for privileged containers. This says, in the caller's log, what is left out and why.
+pub fn warn_not_held(p: &Process, held: &CapsHashSet) -> Result<()> {
+    let Some(caps_cfg) = p.capabilities() else {
+        return Ok(());
+    };
+    let mut missing: Vec<String> = requested_caps(caps_cfg)?
         .iter()
         .flatten()
         .filter(|c| !held.contains(c))
         .map(|c| c.to_string())
         .collect();
     if missing.is_empty() {
-        return;
+        return Ok(());
     }
     missing.sort();
     missing.dedup();
@@ -176,6 +191,7 @@ fn warn_not_held(requested: &[CapsHashSet], held: &CapsHashSet) {
          start the runtime with them, or give the container a user namespace",
         missing.join(", ")
     );
+    Ok(())
 }
 
 /// Drops to the configured user, capabilities and seccomp filter and execs. Returns only
@@ -191,22 +207,15 @@ pub fn exec(p: &Process, prep: &Prepared, conf: &Confinement) -> Result<Infallib
             .build()
             .expect("all sets given")
     });
-    let effective = to_caps(caps_cfg.effective().as_ref())?;
-    let permitted = to_caps(caps_cfg.permitted().as_ref())?;
-    if !effective.is_subset(&permitted) {
+    let requested = requested_caps(&caps_cfg)?;
+    if !requested[1].is_subset(&requested[3]) {
         return Err(Error::InvalidConfig(
             "process.capabilities.effective has capabilities not in permitted".into(),
         ));
     }
+    // What we do not hold cannot be granted (see warn_not_held, which the runtime's
+    // caller ran where the log goes to the caller, not to the container's stderr).
     let held = held_caps()?;
-    let requested = [
-        to_caps(caps_cfg.bounding().as_ref())?,
-        effective,
-        to_caps(caps_cfg.inheritable().as_ref())?,
-        permitted,
-        to_caps(caps_cfg.ambient().as_ref())?,
-    ];
-    warn_not_held(&requested, &held);
     let [bounding, effective, inheritable, permitted, ambient] = requested.map(|set| &set & &held);
     let nnp = p.no_new_privileges().unwrap_or(false);
     let user = p.user();
