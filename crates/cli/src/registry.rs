@@ -19,6 +19,9 @@ use crate::http::{check, enc, enc_path, Body, Client};
 pub struct PullArgs {
     /// NAME[:TAG|@DIGEST]
     pub name: String,
+    /// Download all tagged images in the repository
+    #[arg(short = 'a', long = "all-tags")]
+    pub all_tags: bool,
     /// Set platform if server is multi-platform capable (OS/ARCH[/VARIANT])
     #[arg(long)]
     pub platform: Option<String>,
@@ -83,10 +86,12 @@ fn auth_header(domain: &str) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 pub fn pull(c: &Client, a: PullArgs) -> anyhow::Result<ExitCode> {
-    let r = Reference::parse(&a.name)?;
-    let (from, tag) = match (r.digest(), r.tag()) {
-        (Some(d), _) => (r.name(), d.to_string()),
-        (None, t) => (r.name(), t.unwrap_or("latest").to_string()),
+    let r = Reference::parse_name_only(&a.name)?;
+    let (from, tag) = match (r.digest(), r.tag(), a.all_tags) {
+        (None, None, true) => (r.name(), String::new()),
+        (_, _, true) => bail!("tag can't be used with --all-tags/-a"),
+        (Some(d), _, _) => (r.name(), d.to_string()),
+        (None, t, _) => (r.name(), t.unwrap_or("latest").to_string()),
     };
     let mut q = format!("/images/create?fromImage={}&tag={}", enc(&from), enc(&tag));
     if let Some(p) = &a.platform {
@@ -100,7 +105,11 @@ pub fn pull(c: &Client, a: PullArgs) -> anyhow::Result<ExitCode> {
     let resp = check(c.send("POST", &q, Body::Empty, &extra)?)?;
     render(resp, a.quiet)?;
     // As docker: the full reference last, the only line with -q.
-    println!("{}", r.canonical());
+    if a.all_tags {
+        println!("{}", r.name());
+    } else {
+        println!("{}", Reference::parse(&a.name)?.canonical());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

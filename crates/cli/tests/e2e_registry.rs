@@ -157,6 +157,10 @@ fn docker_push_pull_and_run_through_berth() {
     let out = d.docker(&["run", "--rm", &other, "echo", "on demand"]);
     assert_eq!(out.trim(), "on demand");
 
+    // Every tag of a repository.
+    let out = d.berth(&["pull", "--all-tags", &format!("{}/other/busybox", reg.addr)]);
+    assert!(out.contains("Status: Image is up to date for"), "{out}");
+
     // berth's own client, by digest.
     let digest = d.docker(&["inspect", "--format", "{{index .RepoDigests 0}}", &image]);
     d.docker(&["rmi", "-f", &image, &other]);

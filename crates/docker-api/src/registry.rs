@@ -152,6 +152,10 @@ pub async fn pull(ctx: Ctx, from_image: &str) -> ApiResult<Response<Body>> {
         Some(t) => format!("{from_image}:{t}"),
         None => from_image.to_string(),
     };
+    let named =
+        Reference::parse_name_only(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // No tag at all: every tag of the repository (`docker pull --all-tags`).
+    let all_tags = named.tag().is_none() && named.digest().is_none();
     let reference = Reference::parse(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let platform = match ctx.query.get("platform").filter(|p| !p.is_empty()) {
         Some(p) => Some(PlatformSpec::parse(p).map_err(|e| ApiError::bad_request(e.to_string()))?),
@@ -164,15 +168,37 @@ pub async fn pull(ctx: Ctx, from_image: &str) -> ApiResult<Response<Body>> {
     };
     let engine = ctx.api.engine.clone();
     stream(1, move |progress| {
-        let r = berth_registry::pull(engine.images().store(), &reference, &opts, progress)?;
-        let status = if r.updated {
+        let targets = if all_tags {
+            let tags = berth_registry::tags(&reference, &opts.registry)?;
+            tags.iter()
+                .map(|t| reference.with_tag(t))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            vec![reference.clone()]
+        };
+        let mut updated = false;
+        for t in &targets {
+            let r = berth_registry::pull(engine.images().store(), t, &opts, progress)?;
+            updated |= r.updated;
+            progress(Progress {
+                id: None,
+                status: format!("Digest: {}", r.digest),
+                current: None,
+                total: None,
+            });
+        }
+        let status = if updated {
             "Downloaded newer image for"
         } else {
             "Image is up to date for"
         };
+        let shown = if all_tags {
+            named.familiar_name()
+        } else {
+            reference.to_string()
+        };
         Ok(vec![
-            json!({ "status": format!("Digest: {}", r.digest) }),
-            json!({ "status": format!("Status: {status} {reference}") }),
+            json!({ "status": format!("Status: {status} {shown}") }),
         ])
     })
     .await

@@ -189,6 +189,38 @@ impl Client {
         Ok(())
     }
 
+    /// A repository's tags (first 10000; registries page beyond that).
+    pub(crate) fn tags(&self, repo: &str) -> Result<Vec<String>> {
+        let what = format!("tags of {}/{repo}", self.registry);
+        let mut resp = self.send(
+            "GET",
+            &format!("/v2/{repo}/tags/list?n=10000"),
+            &[],
+            Payload::None,
+            &format!("repository:{repo}:pull"),
+        )?;
+        if resp.status() != 200 {
+            return Err(self.status_error(&what, resp));
+        }
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(16 << 20)
+            .read_to_vec()
+            .map_err(|e| self.protocol(&what, e))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| self.protocol(&what, e))?;
+        let mut tags: Vec<String> = v
+            .get("tags")
+            .and_then(|t| t.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect();
+        tags.sort();
+        Ok(tags)
+    }
+
     pub(crate) fn base(&self) -> String {
         self.base
             .lock()

@@ -25,6 +25,13 @@ pub use progress::{Progress, ProgressSink};
 pub use pull::{pull, PlatformSpec, PullOptions, PullReport};
 pub use push::{push, PushOptions, PushReport};
 
+/// The tags of a repository (`GET /v2/NAME/tags/list`), sorted: for `pull --all-tags`.
+pub fn tags(repo: &berth_image::Reference, opts: &RegistryOptions) -> Result<Vec<String>> {
+    let c = client::Client::new(repo.domain(), opts);
+    c.ping()?;
+    c.tags(repo.path())
+}
+
 /// Checks credentials against a registry (`docker login`): Ok when it accepts them.
 pub fn login(registry: &str, opts: &RegistryOptions) -> Result<()> {
     client::Client::new(registry, opts).login()

@@ -165,6 +165,8 @@ fn chunked_push_and_cross_repository_mount() {
     )
     .unwrap();
     assert_eq!((r.uploaded, r.mounted), (0, 2), "{r:?}");
+    let tags = berth_registry::tags(&second, &with_creds(false)).unwrap();
+    assert_eq!(tags, ["latest"]);
     let (_d2, dst) = store();
     let got = pull(&dst, &second, &pull_opts(false), &quiet).unwrap();
     assert_eq!(got.image.id, img.id);
