@@ -121,6 +121,7 @@ pub fn pull(
     ));
     client.ping()?;
     let before = store.resolve(&reference.canonical()).ok().map(|i| i.id);
+    let held = store.pull_guard();
 
     let (top_digest, bytes, media_type) =
         fetch_manifest(&client, repo, &tag_or_digest, reference.digest(), &scope)?;
@@ -295,7 +296,8 @@ pub fn pull(
     if reference.digest().is_none() {
         refs.push(reference.clone());
     }
-    let image = store.add_from_content(&manifest_digest, &refs)?;
+    let image = store.add_from_content(&held, &manifest_digest, &refs)?;
+    drop(held);
     Ok(PullReport {
         updated: before.as_ref() != Some(&image.id),
         image,

@@ -3,7 +3,7 @@
 //! recorded from them. Layers a puller unpacked already are reused; the rest are unpacked here.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLockReadGuard};
 
 use oci_spec::image::ImageConfiguration;
 
@@ -16,7 +16,16 @@ use crate::unpack::UnpackLimits;
 /// The manifest shapes a registry client reads (OCI and Docker, manifests and indexes).
 pub use crate::manifest::{Descriptor, IndexDoc, Manifest, Platform, Probe};
 
+/// Held by a puller while it writes blobs and layers that no image refers to yet: image
+/// removal and gc wait for it, so they never sweep what a pull is about to record.
+pub struct PullGuard<'a>(#[allow(dead_code)] RwLockReadGuard<'a, ()>);
+
 impl ImageStore {
+    /// Takes the [`PullGuard`]; hold it from the first blob written to `add_from_content`.
+    pub fn pull_guard(&self) -> PullGuard<'_> {
+        PullGuard(self.gc_lock.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// The limits every layer is unpacked with (a puller unpacking early uses the same).
     pub fn unpack_limits(&self) -> &UnpackLimits {
         &self.limits
@@ -25,8 +34,12 @@ impl ImageStore {
     /// Records the image whose manifest (an image manifest, not an index) is the stored blob
     /// `manifest`, pointing `refs` at it. The config and every layer blob must be stored;
     /// layer trees missing from the layer store are unpacked.
-    pub fn add_from_content(&self, manifest: &Digest, refs: &[Reference]) -> Result<Image> {
-        let _gc = self.gc_lock.read().unwrap_or_else(|p| p.into_inner());
+    pub fn add_from_content(
+        &self,
+        _held: &PullGuard<'_>,
+        manifest: &Digest,
+        refs: &[Reference],
+    ) -> Result<Image> {
         let bytes = self.content.read(manifest)?;
         let m: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| ImageError::json(format!("manifest {manifest}"), e))?;
