@@ -493,3 +493,96 @@ fn interrupted_pull_resumes() {
     assert_eq!(got.image.id, img.id);
     assert_eq!(got.blobs_fetched, 1, "only the layer is fetched again");
 }
+
+fn tar_add(b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]) {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, name, data).unwrap();
+}
+
+/// A docker-save archive of busybox plus one small layer holding `file`, tagged `reference`.
+fn two_layer_archive(file: &str, reference: &str) -> Vec<u8> {
+    let base = fs::read(berth_testkit::busybox_tar()).unwrap();
+    let mut upper = tar::Builder::new(Vec::new());
+    tar_add(&mut upper, file, file.as_bytes());
+    let upper = upper.into_inner().unwrap();
+    let (d1, d2) = (
+        berth_image::Digest::of(&base),
+        berth_image::Digest::of(&upper),
+    );
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": berth_image::media::host_arch(), "os": "linux",
+        "config": {"Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [d1.to_string(), d2.to_string()]},
+    }))
+    .unwrap();
+    let id = berth_image::Digest::of(&config);
+    let mut b = tar::Builder::new(Vec::new());
+    tar_add(&mut b, &format!("{}.json", id.hex()), &config);
+    tar_add(&mut b, "base/layer.tar", &base);
+    tar_add(&mut b, "upper/layer.tar", &upper);
+    let manifest = serde_json::json!([{
+        "Config": format!("{}.json", id.hex()),
+        "RepoTags": [reference],
+        "Layers": ["base/layer.tar", "upper/layer.tar"],
+    }]);
+    tar_add(&mut b, "manifest.json", manifest.to_string().as_bytes());
+    b.into_inner().unwrap()
+}
+
+/// Several layers: fetched in parallel, stacked by chain id; a layer shared with an image
+/// already pulled is not fetched again.
+#[test]
+fn multi_layer_images_share_layers() {
+    berth_testkit::require_root();
+    let reg = TestRegistry::start(false);
+    let (_d, src) = store();
+    let a = format!("{}/layers/a:latest", reg.addr);
+    let b = format!("{}/layers/b:latest", reg.addr);
+    src.load(&two_layer_archive("etc/a", &a)[..]).unwrap();
+    src.load(&two_layer_archive("etc/b", &b)[..]).unwrap();
+    for r in [&a, &b] {
+        let t = Reference::parse(r).unwrap();
+        push(&src, r, &t, &push_opts(false, None), &quiet).unwrap();
+    }
+
+    let (_d2, dst) = store();
+    let got = pull(
+        &dst,
+        &Reference::parse(&a).unwrap(),
+        &pull_opts(false),
+        &quiet,
+    )
+    .unwrap();
+    assert_eq!(got.image.layers.len(), 2);
+    assert_eq!(got.blobs_fetched, 3);
+    let want = src.resolve(&a).unwrap();
+    assert_eq!(got.image.chain_ids(), want.chain_ids());
+    let upper = dst.layers().diff_path(&got.image.layers[1].chain_id);
+    assert_eq!(fs::read_to_string(upper.join("etc/a")).unwrap(), "etc/a");
+    assert!(
+        !upper.join("bin/busybox").exists(),
+        "a layer holds only its changes"
+    );
+
+    let events = Mutex::new(Vec::new());
+    let got_b = pull(
+        &dst,
+        &Reference::parse(&b).unwrap(),
+        &pull_opts(false),
+        &|p| events.lock().unwrap().push(p),
+    )
+    .unwrap();
+    assert_eq!(got_b.blobs_fetched, 2, "config and the upper layer only");
+    let events = events.into_inner().unwrap();
+    assert!(
+        events.iter().any(|e| e.status == "Already exists"),
+        "{events:?}"
+    );
+    assert_eq!(got_b.image.layers[0].chain_id, got.image.layers[0].chain_id);
+}
