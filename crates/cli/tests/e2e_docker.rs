@@ -1155,4 +1155,21 @@ fn caps_the_host_lacks_late_failures_and_dead_monitors() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    remove_cgroups_of(&id);
+}
+
+/// Removes the runtime's cgroups of container `id` (under each hierarchy's berth-runtime
+/// directory): a container whose monitor was killed has nobody else to do it.
+fn remove_cgroups_of(id: &str) {
+    let mut dirs = vec![Path::new("/sys/fs/cgroup/berth-runtime").join(id)];
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        dirs.push(h.path().join("berth-runtime").join(id));
+    }
+    for d in dirs.iter().filter(|d| d.is_dir()) {
+        // Generous: the killed init may take a moment to leave its cgroup.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::remove_dir(d).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
