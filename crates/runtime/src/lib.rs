@@ -68,7 +68,9 @@ pub struct CreateOptions {
     pub stdio: Option<[OwnedFd; 3]>,
     /// Let the container's init outlive the caller. By default it gets SIGKILL when the
     /// caller (its parent: the engine's monitor) dies, so that no container runs untracked;
-    /// the `create` command, which exits before `start`, sets this.
+    /// the `create` command, which exits before `start`, sets this. The kernel watches the
+    /// calling thread (PR_SET_PDEATHSIG): call create from a thread that outlives the
+    /// container (the monitor's main thread).
     pub outlive_caller: bool,
 }
 

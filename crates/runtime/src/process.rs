@@ -207,16 +207,17 @@ pub fn exec(p: &Process, prep: &Prepared, conf: &Confinement) -> Result<Infallib
             .build()
             .expect("all sets given")
     });
-    let requested = requested_caps(&caps_cfg)?;
-    if !requested[1].is_subset(&requested[3]) {
+    let [bounding, effective, inheritable, permitted, ambient] = requested_caps(&caps_cfg)?;
+    if !effective.is_subset(&permitted) {
         return Err(Error::InvalidConfig(
             "process.capabilities.effective has capabilities not in permitted".into(),
         ));
     }
-    // What we do not hold cannot be granted (see warn_not_held, which the runtime's
-    // caller ran where the log goes to the caller, not to the container's stderr).
+    // What we do not hold cannot be granted (see warn_not_held, which `create` ran where
+    // its log goes to the caller, not to the container's stderr).
     let held = held_caps()?;
-    let [bounding, effective, inheritable, permitted, ambient] = requested.map(|set| &set & &held);
+    let [bounding, effective, inheritable, permitted, ambient] =
+        [bounding, effective, inheritable, permitted, ambient].map(|set| &set & &held);
     let nnp = p.no_new_privileges().unwrap_or(false);
     let user = p.user();
 
@@ -338,7 +339,7 @@ fn die_with_parent(parent: BorrowedFd) -> Result<()> {
     match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::ZERO) {
         Ok(0) => Ok(()),
         Ok(_) => Err(Error::Setup(
-            "the runtime's caller (the container's monitor) died before the program started".into(),
+            "the process that created the container died before its program started".into(),
         )),
         Err(e) => Err(Error::sys("poll the parent's pidfd", e)),
     }
