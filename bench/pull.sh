@@ -71,9 +71,9 @@ echo '{}' >"$work/daemon.json"
 BERTHD_PID=$!
 for _ in $(seq 100); do [ -S "$work/berth.sock" ] && break; sleep 0.1; done
 B() { "$BERTH" -H "unix://$work/berth.sock" "$@"; }
-# Removes the image with every reference (a pulled image also has its name@digest), so that
-# its blobs and layers go and the next pull fetches everything.
-B_rmi() { "$DOCKER" -H "unix://$work/berth.sock" rmi -f "$("$DOCKER" -H "unix://$work/berth.sock" inspect --format '{{.Id}}' "$image")"; }
+# `rmi NAME` also removes the pulled name@digest, so the image goes with its blobs and layers
+# and the next pull fetches everything.
+B_rmi() { B rmi "$image"; }
 image=$reg/bench/fat:latest
 B import "$work/fat.tar" "$image" >/dev/null
 B push "$image" >/dev/null

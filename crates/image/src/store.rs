@@ -221,14 +221,19 @@ impl ImageStore {
         self.save_index(&idx)
     }
 
-    /// Removes an image or one of its references, as `docker rmi`:
-    /// - by a reference the image has others besides: untag only;
-    /// - by its last reference, or by id: untag and delete the image and the blobs and layers
-    ///   no other image uses;
-    /// - by id while it has several references: refused unless `force`;
-    /// - while `in_use(id)` is true (a container uses it): refused unless `force`; forced, the
-    ///   references are removed but the image is kept (dangling) so that the container's
-    ///   layers stay. The engine refuses a running container's image before calling this.
+    /// Removes an image or one of its references, as `docker rmi` (moby's
+    /// daemon/images/image_delete.go):
+    /// - by a reference: that reference goes. If it was a tag and no other tag of the same
+    ///   repository is left, the digest references (`repo@sha256:...`) of that repository go
+    ///   too: a pulled image has both, and `docker pull x; docker rmi x` deletes it. If other
+    ///   references are left, that is all; otherwise the image is deleted;
+    /// - by id: refused unless `force` when its references are more than one tag or span
+    ///   several repositories; otherwise all go and the image is deleted;
+    /// - deleting takes the blobs and layers no other image uses;
+    /// - while `in_use(id)` is true (a container uses it): removing its last references (or
+    ///   by id) is refused unless `force`; forced, the references are removed but the image
+    ///   is kept (dangling) so that the container's layers stay. The engine refuses a running
+    ///   container's image before calling this.
     pub fn remove(
         &self,
         name_or_id: &str,
@@ -244,44 +249,61 @@ impl ImageStore {
             Some(r) => idx.refs[&r.canonical()].clone(),
             None => find(&idx, name_or_id)?,
         };
-        let refs: Vec<String> = idx
-            .refs
-            .iter()
-            .filter(|(_, t)| **t == id)
-            .map(|(r, _)| r.clone())
-            .collect();
+        let refs = refs_to(&idx, &id)?;
+        let single = is_single_reference(&refs);
         let mut out = Vec::new();
-        let untag = |idx: &mut Index, r: &str, out: &mut Vec<Removed>| -> Result<()> {
-            idx.refs.remove(r);
-            out.push(Removed::Untagged(Reference::parse(r)?));
-            Ok(())
+        let mut untag = |idx: &mut Index, r: &Reference| {
+            idx.refs.remove(&r.canonical());
+            out.push(Removed::Untagged(r.clone()));
         };
         if let Some(r) = &by_ref {
-            if refs.len() > 1 {
-                untag(&mut idx, &r.canonical(), &mut out)?;
+            // Removing it would leave the image dangling under a container: must force.
+            if single && !force && in_use(&id) {
+                return Err(ImageError::InUse {
+                    image: name_or_id.to_string(),
+                });
+            }
+            untag(&mut idx, r);
+            let mut left: Vec<Reference> = refs.into_iter().filter(|x| x != r).collect();
+            let same_repo_tag_left = left
+                .iter()
+                .any(|x| x.digest().is_none() && x.name() == r.name());
+            if r.digest().is_none() && !same_repo_tag_left {
+                let (digests, rest) = left
+                    .into_iter()
+                    .partition(|x| x.digest().is_some() && x.name() == r.name());
+                for d in &digests {
+                    untag(&mut idx, d);
+                }
+                left = rest;
+            }
+            if !left.is_empty() || in_use(&id) {
                 self.save_index(&idx)?;
                 return Ok(out);
             }
-        } else if refs.len() > 1 && !force {
-            return Err(ImageError::MultipleReferences {
-                image: id.short().to_string(),
-                refs: refs.join(", "),
-            });
-        }
-        if in_use(&id) {
-            if !force {
+        } else {
+            if refs.len() > 1 && !single && !force {
+                return Err(ImageError::MultipleReferences {
+                    image: id.short().to_string(),
+                    refs: refs
+                        .iter()
+                        .map(|r| r.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            if in_use(&id) && !force {
                 return Err(ImageError::InUse {
                     image: name_or_id.to_string(),
                 });
             }
             for r in &refs {
-                untag(&mut idx, r, &mut out)?;
+                untag(&mut idx, r);
             }
-            self.save_index(&idx)?;
-            return Ok(out);
-        }
-        for r in &refs {
-            untag(&mut idx, r, &mut out)?;
+            if in_use(&id) {
+                self.save_index(&idx)?;
+                return Ok(out);
+            }
         }
         idx.images.remove(&id);
         self.save_index(&idx)?;
@@ -338,6 +360,25 @@ impl ImageStore {
         }
         self.save_index(&idx)
     }
+}
+
+/// The references pointing at `id`.
+fn refs_to(idx: &Index, id: &Digest) -> Result<Vec<Reference>> {
+    idx.refs
+        .iter()
+        .filter(|(_, t)| *t == id)
+        .map(|(r, _)| Ok(Reference::parse(r)?))
+        .collect()
+}
+
+/// Whether `refs` are one repository's: at most one tag, and digest references of that
+/// repository only (moby's isSingleReference). False for none.
+fn is_single_reference(refs: &[Reference]) -> bool {
+    let tags: Vec<&Reference> = refs.iter().filter(|r| r.digest().is_none()).collect();
+    let Some(first) = tags.first().copied().or(refs.first()) else {
+        return false;
+    };
+    tags.len() <= 1 && refs.iter().all(|r| r.name() == first.name())
 }
 
 /// Looks `s` up: `sha256:` digest or prefix, reference, then bare hex id prefix.
@@ -427,5 +468,22 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn single_reference_is_one_repository_with_at_most_one_tag() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let refs = |v: &[&str]| -> Vec<Reference> {
+            v.iter()
+                .map(|s| Reference::parse(&s.replace("D", &d)).unwrap())
+                .collect()
+        };
+        assert!(!is_single_reference(&[]));
+        assert!(is_single_reference(&refs(&["a"])));
+        assert!(is_single_reference(&refs(&["a@D"])));
+        assert!(is_single_reference(&refs(&["a:1", "a@D"])));
+        assert!(!is_single_reference(&refs(&["a:1", "a:2"])));
+        assert!(!is_single_reference(&refs(&["a:1", "b@D"])));
+        assert!(!is_single_reference(&refs(&["a@D", "b@D"])));
     }
 }

@@ -435,3 +435,96 @@ fn load_oci_compressed_layers() {
     t.load(&out[..]).unwrap();
     assert_eq!(t.resolve("comp:1").unwrap().layers, img.layers);
 }
+
+/// `docker pull x; docker rmi x`: a pulled image has `x:tag` and `x@sha256:...`; removing the
+/// last tag of a repository takes that repository's digest references too (moby's
+/// image_delete.go), but not another repository's.
+#[test]
+fn remove_by_tag_takes_digest_references_of_the_same_repository() {
+    let tmp = berth_testkit::tempdir("berth-img-");
+    let s = store(tmp.path());
+    let not_used = |_: &Digest| false;
+    let a = import(&s, &busybox(), "busybox");
+    let by_digest = format!("busybox@{}", a.manifest_digest);
+    s.tag("busybox", &by_digest).unwrap();
+    assert_eq!(s.resolve("busybox").unwrap().repo_digests.len(), 1);
+
+    // In use, its last tag: refused (the digest reference alone would not keep a name).
+    let used = |d: &Digest| *d == a.id;
+    let e = s.remove("busybox", false, &used).unwrap_err();
+    assert!(matches!(e, ImageError::InUse { .. }), "{e}");
+
+    // Another tag of the same repository left: untag only, the digest reference stays.
+    s.tag("busybox", "busybox:2").unwrap();
+    let r = s.remove("busybox", false, &not_used).unwrap();
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(s.resolve(&by_digest).unwrap().id, a.id);
+
+    // The last tag: the digest reference goes too and the image is deleted.
+    let r = s.remove("busybox:2", false, &not_used).unwrap();
+    let untagged: BTreeSet<String> = r
+        .iter()
+        .filter_map(|x| match x {
+            Removed::Untagged(r) => Some(r.canonical()),
+            Removed::Deleted(_) => None,
+        })
+        .collect();
+    let want: BTreeSet<String> = [
+        "docker.io/library/busybox:2".to_string(),
+        format!("docker.io/library/busybox@{}", a.manifest_digest),
+    ]
+    .into();
+    assert_eq!(untagged, want);
+    assert_eq!(r.last(), Some(&Removed::Deleted(a.id.clone())));
+    assert!(s.list().unwrap().is_empty());
+    assert!(blobs(tmp.path()).is_empty());
+    assert!(!s.layers().exists(&a.layers[0].chain_id));
+}
+
+#[test]
+fn remove_by_tag_keeps_digest_reference_of_another_repository() {
+    let tmp = berth_testkit::tempdir("berth-img-");
+    let s = store(tmp.path());
+    let not_used = |_: &Digest| false;
+    let a = import(&s, &busybox(), "busybox");
+    let other = format!("localhost:5000/other@{}", a.manifest_digest);
+    s.tag("busybox", &other).unwrap();
+
+    // By id: a tag and another repository's digest reference need force.
+    let e = s.remove(a.id.short(), false, &not_used).unwrap_err();
+    assert!(matches!(e, ImageError::MultipleReferences { .. }), "{e}");
+
+    let r = s.remove("busybox", false, &not_used).unwrap();
+    assert!(
+        matches!(&r[..], [Removed::Untagged(x)] if x.to_string() == "busybox:latest"),
+        "{r:?}"
+    );
+    let img = s.resolve(&other).unwrap();
+    assert_eq!(img.id, a.id);
+    assert!(img.repo_tags.is_empty());
+
+    // `rmi repo@sha256:...` removes that digest reference; the last one deletes the image.
+    let r = s.remove(&other, false, &not_used).unwrap();
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(r[1], Removed::Deleted(a.id.clone()));
+    assert!(blobs(tmp.path()).is_empty());
+}
+
+/// By id, one tag plus digest references of its own repository is a single reference, as
+/// Docker: no force needed.
+#[test]
+fn remove_by_id_with_tag_and_own_digest_reference() {
+    let tmp = berth_testkit::tempdir("berth-img-");
+    let s = store(tmp.path());
+    let not_used = |_: &Digest| false;
+    let a = import(&s, &busybox(), "localhost:5000/app:v1");
+    s.tag(
+        "localhost:5000/app:v1",
+        &format!("localhost:5000/app@{}", a.manifest_digest),
+    )
+    .unwrap();
+    let r = s.remove(&a.id.to_string(), false, &not_used).unwrap();
+    assert_eq!(r.len(), 3, "{r:?}");
+    assert_eq!(r[2], Removed::Deleted(a.id.clone()));
+    assert!(s.list().unwrap().is_empty());
+}
