@@ -429,7 +429,7 @@ pub fn parse_since(s: &str, now: i64) -> anyhow::Result<String> {
     Ok((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec as i64 - offset).to_string())
 }
 
-/// Creates the container; prints docker's "Unable to find image" on a missing image.
+/// Creates the container; a missing image is pulled first, as docker does.
 fn create_container(c: &Client, opts: &ContainerOpts, detach: bool) -> anyhow::Result<String> {
     let cwd = std::env::current_dir().context("cannot find the current directory")?;
     let console = if opts.tty {
@@ -442,7 +442,7 @@ fn create_container(c: &Client, opts: &ContainerOpts, detach: bool) -> anyhow::R
         Some(n) => format!("/containers/create?name={}", enc(n)),
         None => "/containers/create".to_string(),
     };
-    let created = match c.post_json(&path, Some(body)) {
+    let created = match c.post_json(&path, Some(body.clone())) {
         Ok(v) => v,
         Err(HttpError::Api {
             status: 404,
@@ -455,7 +455,8 @@ fn create_container(c: &Client, opts: &ContainerOpts, detach: bool) -> anyhow::R
                 format!("{image}:latest")
             };
             eprintln!("Unable to find image '{shown}' locally");
-            bail!("Error response from daemon: {message} (berth does not pull here: `berth load` or `berth import` the image first)");
+            crate::registry::pull_missing(c, image)?;
+            c.post_json(&path, Some(body))?
         }
         Err(e) => return Err(e.into()),
     };

@@ -87,23 +87,14 @@ fn auth_header(domain: &str) -> anyhow::Result<Vec<(String, String)>> {
 
 pub fn pull(c: &Client, a: PullArgs) -> anyhow::Result<ExitCode> {
     let r = Reference::parse_name_only(&a.name)?;
-    let (from, tag) = match (r.digest(), r.tag(), a.all_tags) {
-        (None, None, true) => (r.name(), String::new()),
+    let tag = match (r.digest(), r.tag(), a.all_tags) {
+        (None, None, true) => String::new(),
         (_, _, true) => bail!("tag can't be used with --all-tags/-a"),
-        (Some(d), _, _) => (r.name(), d.to_string()),
-        (None, t, _) => (r.name(), t.unwrap_or("latest").to_string()),
+        (Some(d), _, _) => d.to_string(),
+        (None, t, _) => t.unwrap_or("latest").to_string(),
     };
-    let mut q = format!("/images/create?fromImage={}&tag={}", enc(&from), enc(&tag));
-    if let Some(p) = &a.platform {
-        q.push_str(&format!("&platform={}", enc(p)));
-    }
-    let headers = auth_header(r.domain())?;
-    let extra: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let resp = check(c.send("POST", &q, Body::Empty, &extra)?)?;
-    render(resp, a.quiet)?;
+    let resp = pull_stream(c, &r, &tag, a.platform.as_deref())?;
+    render(resp, a.quiet, Output::Stdout)?;
     // As docker: the full reference last, the only line with -q.
     if a.all_tags {
         println!("{}", r.name());
@@ -111,6 +102,40 @@ pub fn pull(c: &Client, a: PullArgs) -> anyhow::Result<ExitCode> {
         println!("{}", Reference::parse(&a.name)?.canonical());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The pull `run` and `create` do for a missing image: progress on stderr, as docker.
+pub fn pull_missing(c: &Client, image: &str) -> anyhow::Result<()> {
+    let r = Reference::parse_name_only(image)?;
+    let tag = match (r.digest(), r.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, t) => t.unwrap_or("latest").to_string(),
+    };
+    render(pull_stream(c, &r, &tag, None)?, false, Output::Stderr)
+}
+
+/// Starts a pull on the daemon (`POST /images/create?fromImage=`) with the credentials from
+/// Docker's config.json; the answer is the progress stream.
+fn pull_stream(
+    c: &Client,
+    r: &Reference,
+    tag: &str,
+    platform: Option<&str>,
+) -> anyhow::Result<impl Read> {
+    let mut q = format!(
+        "/images/create?fromImage={}&tag={}",
+        enc(&r.name()),
+        enc(tag)
+    );
+    if let Some(p) = platform {
+        q.push_str(&format!("&platform={}", enc(p)));
+    }
+    let headers = auth_header(r.domain())?;
+    let extra: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    Ok(check(c.send("POST", &q, Body::Empty, &extra)?)?)
 }
 
 pub fn push(c: &Client, a: PushArgs) -> anyhow::Result<ExitCode> {
@@ -127,7 +152,7 @@ pub fn push(c: &Client, a: PushArgs) -> anyhow::Result<ExitCode> {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let resp = check(c.send("POST", &q, Body::Empty, &extra)?)?;
-    render(resp, a.quiet)?;
+    render(resp, a.quiet, Output::Stdout)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -209,14 +234,25 @@ pub fn logout(a: LogoutArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where progress goes: stdout for `pull`/`push`, stderr for the pull inside `run`.
+#[derive(Clone, Copy, PartialEq)]
+enum Output {
+    Stdout,
+    Stderr,
+}
+
 /// Renders a pull or push progress stream: a bar per layer on a terminal, the status lines
 /// otherwise; fails on an `error` message.
-fn render(resp: impl Read, quiet: bool) -> anyhow::Result<()> {
-    let tty = io::stdout().is_terminal() && !quiet;
-    let multi = MultiProgress::with_draw_target(if tty {
-        ProgressDrawTarget::stdout()
-    } else {
-        ProgressDrawTarget::hidden()
+fn render(resp: impl Read, quiet: bool, to: Output) -> anyhow::Result<()> {
+    let tty = !quiet
+        && match to {
+            Output::Stdout => io::stdout().is_terminal(),
+            Output::Stderr => io::stderr().is_terminal(),
+        };
+    let multi = MultiProgress::with_draw_target(match (tty, to) {
+        (false, _) => ProgressDrawTarget::hidden(),
+        (true, Output::Stdout) => ProgressDrawTarget::stdout(),
+        (true, Output::Stderr) => ProgressDrawTarget::stderr(),
     });
     let style =
         ProgressStyle::with_template("{prefix}: {msg:<12} [{bar:40}] {bytes}/{total_bytes}")
@@ -224,7 +260,10 @@ fn render(resp: impl Read, quiet: bool) -> anyhow::Result<()> {
             .progress_chars("=> ");
     let plain = ProgressStyle::with_template("{prefix}: {msg}").expect("valid template");
     let mut bars: HashMap<String, ProgressBar> = HashMap::new();
-    let mut out = io::stdout().lock();
+    let mut out: Box<dyn Write> = match to {
+        Output::Stdout => Box::new(io::stdout().lock()),
+        Output::Stderr => Box::new(io::stderr().lock()),
+    };
     for msg in serde_json::Deserializer::from_reader(resp).into_iter::<Value>() {
         let msg = msg.context("bad progress message from the daemon")?;
         if let Some(e) = msg.get("error").and_then(Value::as_str) {

@@ -166,6 +166,9 @@ fn docker_push_pull_and_run_through_berth() {
     d.docker(&["rmi", "-f", &image, &other]);
     let out = d.berth(&["pull", digest.trim()]);
     assert!(out.contains("sha256:"), "{out}");
+    // `berth run` pulls a missing image too; the progress goes to stderr, not the output.
+    let out = d.berth(&["run", "--rm", &other, "echo", "berth pulled"]);
+    assert_eq!(out.trim(), "berth pulled");
     let missing = d.run(
         DOCKER,
         &["pull", &format!("{}/no/such:thing", reg.addr)],
