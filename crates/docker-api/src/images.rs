@@ -1,5 +1,5 @@
 //! `/images/...`: list, inspect, remove, tag, import (`create?fromSrc=-`), load and save
-//! (`get`). Registry pull (`create?fromImage=`) answers a clear error until it exists.
+//! (`get`). Registry pull (`create?fromImage=`) and push are in registry.rs.
 
 use std::collections::BTreeMap;
 
@@ -149,20 +149,8 @@ async fn with_body<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
+/// `POST /images/create?fromSrc=-`: import. The router sends `fromImage` to registry::pull.
 pub async fn create(ctx: Ctx) -> ApiResult<Response<Body>> {
-    if let Some(image) = ctx.query.get("fromImage").filter(|s| !s.is_empty()) {
-        let tag = ctx
-            .query
-            .get("tag")
-            .filter(|t| !t.is_empty())
-            .unwrap_or("latest");
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!(
-                "cannot pull {image}:{tag}: berth cannot pull from registries yet; load the image with `docker load -i FILE` or import a root file system with `docker import FILE NAME`"
-            ),
-        ));
-    }
     match ctx.query.get("fromSrc") {
         Some("-") => {}
         Some(src) if !src.is_empty() => {

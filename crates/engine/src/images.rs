@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use berth_idmap::UsernsMaps;
 use berth_image::{ArchiveFormat, Digest, Image, ImageError, ImageStore, ImportOptions, Removed};
@@ -116,6 +117,10 @@ pub struct Images {
     snapshots: Snapshotter,
     /// Whether any container is remapped, for `info`'s driver line.
     remapping: bool,
+    /// Held shared while a root is prepared (which may make remapped layer copies) and
+    /// exclusively while stale copies are pruned, so that a prune never takes the copy of a
+    /// layer a root is being prepared from.
+    copies: RwLock<()>,
 }
 
 impl Images {
@@ -125,6 +130,7 @@ impl Images {
             snapshots: Snapshotter::open(data_root, exec_root, RemapMode::Auto)
                 .map_err(snapshot_error)?,
             remapping,
+            copies: RwLock::new(()),
         })
     }
 
@@ -175,6 +181,9 @@ impl Images {
                 in_use.contains(&d.to_string())
             })
             .map_err(image_error)?;
+        if removed.iter().any(|r| matches!(r, Removed::Deleted(_))) {
+            self.prune_copies();
+        }
         Ok(removed
             .into_iter()
             .map(|r| match r {
@@ -182,6 +191,30 @@ impl Images {
                 Removed::Deleted(d) => ImageRemoval::Deleted(d.to_string()),
             })
             .collect())
+    }
+
+    /// Drops the remapped copies (data-root/layers-remapped) of layers no stored image has
+    /// any more. Logged rather than returned: the image is gone either way, and the next
+    /// deletion prunes again.
+    fn prune_copies(&self) {
+        let _g = self.copies.write().unwrap_or_else(|p| p.into_inner());
+        // Listed under the lock: an image stored before it is seen, and a root prepared
+        // after it cannot have used a copy this prune removes.
+        let live: Vec<Digest> = match self.store.list() {
+            Ok(images) => images.iter().flat_map(|i| i.chain_ids()).collect(),
+            Err(e) => {
+                // Never prune from an incomplete list.
+                tracing::warn!(error = %e, "listing images to prune remapped layer copies");
+                return;
+            }
+        };
+        match self.snapshots.prune_copies(&live) {
+            Ok(gone) if !gone.is_empty() => {
+                tracing::debug!(count = gone.len(), "pruned remapped layer copies")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning remapped layer copies"),
+        }
     }
 
     /// `docker import`: a root file system tarball becomes an image.
@@ -236,6 +269,7 @@ impl Images {
             .iter()
             .map(|l| digest(l))
             .collect::<Result<Vec<_>>>()?;
+        let _g = self.copies.read().unwrap_or_else(|p| p.into_inner());
         self.snapshots
             .prepare(id, &chain, maps)
             .map_err(snapshot_error)
@@ -268,5 +302,44 @@ impl Images {
         } else {
             "overlay".into()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deleting an image drops the remapped copies of its layers and keeps those of the
+    /// images still stored; untagging alone prunes nothing.
+    #[test]
+    fn deleting_an_image_prunes_its_remapped_layer_copies() {
+        berth_testkit::require_root();
+        let dir = berth_testkit::tempdir("berth-engine-images-");
+        let images = Images::open(dir.path(), &dir.path().join("exec"), true).unwrap();
+        let busybox = std::fs::File::open(berth_testkit::busybox_tar()).unwrap();
+        let kept = images.import(busybox, Some("kept"), vec![], None).unwrap();
+        // An empty tarball: an image with another layer.
+        let empty = [0u8; 1024];
+        let gone = images
+            .import(&empty[..], Some("gone"), vec![], None)
+            .unwrap();
+        images.tag("gone", "gone", Some("2")).unwrap();
+        assert_ne!(kept.layers, gone.layers);
+
+        // Copies as the copy method leaves them, under one mapping's directory.
+        let copies = dir.path().join("layers-remapped/0123456789abcdef");
+        let copy = |layer: &str| copies.join(layer.strip_prefix("sha256:").unwrap());
+        for l in kept.layers.iter().chain(&gone.layers) {
+            std::fs::create_dir_all(copy(l).join("diff")).unwrap();
+        }
+
+        let r = images.remove("gone:2", false, &[]).unwrap();
+        assert_eq!(r, vec![ImageRemoval::Untagged("gone:2".into())]);
+        assert!(copy(&gone.layers[0]).exists());
+
+        let r = images.remove("gone", false, &[]).unwrap();
+        assert_eq!(r.last(), Some(&ImageRemoval::Deleted(gone.id.clone())));
+        assert!(!copy(&gone.layers[0]).exists());
+        assert!(copy(&kept.layers[0]).join("diff").is_dir());
     }
 }
