@@ -219,7 +219,10 @@ fn login_push_pull_logout_with_basic_auth() {
 
     let out = d.berth(&["logout", &reg.addr]);
     assert!(out.contains("Removing login credentials"), "{out}");
+    // Removing the pulled tag takes its `name@sha256:` too (as dockerd); `busybox` keeps it.
     d.docker(&["rmi", &image]);
+    let digests = d.docker(&["inspect", "--format", "{{.RepoDigests}}", "busybox"]);
+    assert_eq!(digests.trim(), "[]");
     // (Not `docker pull`: on a 401 the docker CLI prompts for a login, as with dockerd.)
     let out = d.run(env!("CARGO_BIN_EXE_berth"), &["pull", &image], None);
     assert!(!out.status.success(), "logged out: pull refused");
