@@ -16,7 +16,7 @@ work=$(mktemp -d /var/tmp/berth-bench-image.XXXXXX) # the ext4 root, where /var/
 cleanup() {
   stop_dockerd "$work/docker" || true
   grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done || true
-  rm -rf "$work"
+  remove_workdir "$work"
 }
 trap cleanup EXIT
 

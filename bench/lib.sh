@@ -71,3 +71,15 @@ time_ms() {
 ratio() {
   awk -v a="$1" -v b="$2" 'BEGIN {if (b==0) print "n/a"; else printf "%.2f\n", a/b}'
 }
+
+# remove_workdir DIR: unmounts whatever is still mounted under DIR, then removes it. A few
+# tries: a daemon that has just stopped may still be letting go of its files.
+remove_workdir() {
+  local dir=$1 _
+  for _ in 1 2 3 4 5; do
+    grep -o " $dir[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    rm -rf "$dir" 2>/dev/null && return 0
+    sleep 1
+  done
+  echo "warning: could not remove $dir" >&2
+}

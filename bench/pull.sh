@@ -22,7 +22,7 @@ cleanup() {
   [ -n "$REG_PID" ] && { kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; }
   stop_dockerd "$work/docker" || true
   grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done || true
-  rm -rf "$work"
+  remove_workdir "$work"
 }
 trap cleanup EXIT
 

@@ -30,8 +30,7 @@ cleanup() {
     wait "$BERTH_PID" 2>/dev/null || true
   fi
   stop_dockerd "$work/dockerd"
-  grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
-  rm -rf "$work"
+  remove_workdir "$work"
 }
 trap cleanup EXIT
 

@@ -37,7 +37,7 @@ cleanup() {
       done
     done
   done
-  rm -rf "$work"
+  remove_workdir "$work"
 }
 trap cleanup EXIT
 
