@@ -19,6 +19,7 @@ mod query;
 mod registry;
 mod router;
 mod system;
+mod volumes;
 
 use std::sync::Arc;
 

@@ -9,7 +9,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::body::{json_response, Body};
 use crate::error::{ApiError, ApiResult};
 use crate::query::Query;
-use crate::{attach, containers, exec, images, registry, system, Api};
+use crate::{attach, containers, exec, images, registry, system, volumes, Api};
 
 /// The API version berth speaks, and the oldest it accepts.
 pub const API_VERSION: (u32, u32) = (1, 47);
@@ -154,6 +154,12 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> ApiResult<Response<Body
         (&M::DELETE, ["images", ..]) if segs.len() > 1 => {
             images::remove(ctx, &segs[1..].join("/")).await
         }
+
+        (&M::POST, ["volumes", "create"]) => volumes::create(ctx).await,
+        (&M::POST, ["volumes", "prune"]) => volumes::prune(ctx).await,
+        (&M::GET, ["volumes"]) => volumes::list(ctx).await,
+        (&M::GET, ["volumes", name]) => volumes::inspect(ctx, name).await,
+        (&M::DELETE, ["volumes", name]) => volumes::remove(ctx, name).await,
 
         _ => Err(ApiError::not_found("page not found")),
     }

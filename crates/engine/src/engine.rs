@@ -245,7 +245,7 @@ impl Engine {
         entry
     }
 
-    fn containers(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Entry>>> {
+    pub(crate) fn containers(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Entry>>> {
         self.inner
             .containers
             .lock()
@@ -427,6 +427,7 @@ impl Engine {
             self.inner
                 .images
                 .prepare_rootfs(&id, &rec.layers, rec.maps.as_ref())?;
+            self.seed_volumes(&id, &mount_points)?;
             entry.update(|r| r.mounts = mount_points)?;
             Ok(())
         })();
@@ -471,7 +472,8 @@ impl Engine {
             });
             let _ = self.inner.images.unmount_rootfs(&entry.id);
             if rec.host_config.auto_remove {
-                let _ = self.remove(&entry.id, true, false).await;
+                // Docker's --rm also removes the container's anonymous volumes.
+                let _ = self.remove(&entry.id, true, true).await;
             }
         }
         result
@@ -734,7 +736,7 @@ impl Engine {
         }
         drop(op);
         if auto_remove {
-            if let Err(e) = self.remove(&entry.id, true, false).await {
+            if let Err(e) = self.remove(&entry.id, true, true).await {
                 tracing::warn!(id = %entry.id, error = %e, "auto-removing the container");
             }
         }
@@ -950,7 +952,10 @@ impl Engine {
         let volumes: Vec<String> = if volumes {
             rec.mounts
                 .iter()
-                .filter(|m| m.kind == "volume" && m.name.len() == 64)
+                .filter(|m| {
+                    m.kind == "volume"
+                        && crate::volumes::is_anonymous(&self.inner.cfg.data_root, &m.name)
+                })
                 .map(|m| m.name.clone())
                 .collect()
         } else {

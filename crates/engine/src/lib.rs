@@ -27,6 +27,7 @@ pub mod signal;
 pub mod spec;
 pub mod store;
 pub mod timefmt;
+pub mod volumes;
 
 pub use engine::{
     ContainerView, CreateRequest, Engine, EngineConfig, EngineInfo, ListOptions, Output,

@@ -72,17 +72,7 @@ fn check_destination(dst: &str) -> std::result::Result<(), String> {
 }
 
 fn check_volume_name(name: &str) -> std::result::Result<(), String> {
-    let mut chars = name.chars();
-    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && name.len() >= 2
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?} includes invalid characters for a local volume name, only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed; if you intended to pass a host directory, use an absolute path"
-        ))
-    }
+    crate::volumes::check_name(name)
 }
 
 /// Every mount a new container asks for, in order: binds, `--mount`s, tmpfs, then
@@ -226,14 +216,11 @@ pub fn prepare_sources(
                 create_owned(&mp.source, owner)?;
             }
             "volume" => {
-                if mp.name.is_empty() {
+                let anonymous = mp.name.is_empty();
+                if anonymous {
                     mp.name = names::new_id()?;
                 }
-                let data = data_root.join("volumes").join(&mp.name).join("_data");
-                if !data.exists() {
-                    create_owned(&data, owner)?;
-                }
-                mp.source = data;
+                mp.source = crate::volumes::ensure(data_root, &mp.name, anonymous, owner)?;
             }
             _ => {}
         }
