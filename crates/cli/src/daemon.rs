@@ -53,13 +53,22 @@ pub struct DaemonArgs {
 
 #[derive(Args, Debug)]
 pub struct MonitorArgs {
+    /// Log level of the monitor's stderr (its monitor.log): the daemon passes its own
+    #[arg(long = "log-level", value_name = "LEVEL", default_value = "info")]
+    log_level: tracing::level_filters::LevelFilter,
     /// The container's directory in the exec root (holds monitor.json)
     dir: PathBuf,
 }
 
 /// `berth monitor DIR`: runs one container's monitor. Must stay single-threaded until the
-/// container is created (the runtime forks it), so it sets up nothing before.
+/// container is created (the runtime forks it), so it sets up nothing that starts a thread:
+/// a plain fmt subscriber on stderr, which the daemon points at the container's monitor.log.
 pub fn monitor(args: MonitorArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_max_level(args.log_level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     ExitCode::from(berth_engine::launcher::monitor_main(&args.dir) as u8)
 }
 

@@ -1067,6 +1067,73 @@ fn exec_in_a_running_container() {
     assert!(stderr(&o).contains("is not running"), "{}", stderr(&o));
 }
 
+/// Docker's default seccomp profile: on unless unconfined or privileged; it refuses
+/// `unshare(CLONE_NEWUSER)`, which the default capabilities alone would allow; a custom
+/// profile arrives as JSON (as the docker CLI sends a file's content).
+#[test]
+fn default_seccomp_profile_and_unconfined() {
+    let d = Daemon::start(None, None);
+    d.import_busybox();
+    let info = d.ok(&["info", "--format", "{{json .SecurityOptions}}"]);
+    assert!(info.contains("name=seccomp,profile=builtin"), "{info}");
+    let warnings = d.ok(&["info", "--format", "{{json .Warnings}}"]);
+    assert!(!warnings.contains("seccomp"), "{warnings}");
+
+    let status = "grep Seccomp: /proc/self/status";
+    let out = d.ok(&["run", "--rm", "busybox", "sh", "-c", status]);
+    assert!(out.contains("Seccomp:\t2"), "{out:?}");
+    let o = d.docker(&["run", "--rm", "busybox", "unshare", "-U", "true"]);
+    assert!(!o.status.success(), "unshare -U passed the default profile");
+    assert!(
+        stderr(&o).contains("Operation not permitted"),
+        "{}",
+        stderr(&o)
+    );
+
+    let unconfined = [
+        "run",
+        "--rm",
+        "--security-opt",
+        "seccomp=unconfined",
+        "busybox",
+    ];
+    let out = d.ok(&[&unconfined[..], &["sh", "-c", status]].concat());
+    assert!(out.contains("Seccomp:\t0"), "{out:?}");
+    d.ok(&[&unconfined[..], &["unshare", "-U", "true"]].concat());
+    let out = d.ok(&["run", "--rm", "--privileged", "busybox", "sh", "-c", status]);
+    assert!(out.contains("Seccomp:\t0"), "{out:?}");
+
+    // A custom profile from a file: everything allowed but mkdir (EACCES).
+    let profile = d.dir.join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":13}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    let o = d.docker(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        &opt,
+        "busybox",
+        "mkdir",
+        "/x",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("Permission denied"), "{}", stderr(&o));
+    d.ok(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        &opt,
+        "busybox",
+        "unshare",
+        "-U",
+        "true",
+    ]);
+}
+
 fn process_gone(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
@@ -1155,21 +1222,24 @@ fn caps_the_host_lacks_late_failures_and_dead_monitors() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    remove_cgroups_of(&id);
-}
-
-/// Removes the runtime's cgroups of container `id` (under each hierarchy's berth-runtime
-/// directory): a container whose monitor was killed has nobody else to do it.
-fn remove_cgroups_of(id: &str) {
-    let mut dirs = vec![Path::new("/sys/fs/cgroup/berth-runtime").join(id)];
+    // The daemon notices the dead monitor and removes the container's cgroups and runtime
+    // state, which nobody else would.
+    let mut dirs = vec![Path::new("/sys/fs/cgroup/berth-runtime").join(&id)];
     for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        dirs.push(h.path().join("berth-runtime").join(id));
+        dirs.push(h.path().join("berth-runtime").join(&id));
     }
-    for d in dirs.iter().filter(|d| d.is_dir()) {
-        // Generous: the killed init may take a moment to leave its cgroup.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::fs::remove_dir(d).is_err() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    dirs.push(d.dir.join("exec").join("runtime").join(&id));
+    while let Some(left) = dirs.iter().find(|d| d.exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "{} outlived the monitor",
+            left.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{.State.ExitCode}}", "survivor"])
+            .trim(),
+        "255"
+    );
 }

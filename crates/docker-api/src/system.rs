@@ -114,10 +114,10 @@ pub async fn info(ctx: Ctx) -> ApiResult<Response<Body>> {
     let api = &ctx.api;
     let info = api.engine.info()?;
     let (os, os_version) = os_release();
-    let mut security = vec![];
+    // Docker's default seccomp profile applies unless a container opts out.
+    let mut security = vec![berth_engine::seccomp::INFO_OPTION.to_string()];
     let mut warnings = vec![
         "WARNING: berth has no bridge network yet: containers get a private network namespace with loopback only (or --network=host)".to_string(),
-        "WARNING: no default seccomp or AppArmor profile is applied yet".to_string(),
     ];
     if let Some(maps) = &info.userns {
         security.push("name=userns".to_string());

@@ -266,6 +266,7 @@ impl Engine {
             Err(_) => {
                 // Gone: mark it exited with the status it left (or 255).
                 let status = read_exit_file(&entry.paths);
+                self.delete_runtime_state(&entry.id).await;
                 let _ = self.inner.images.unmount_rootfs(&entry.id);
                 let _ = entry.update(|r| {
                     r.state.status = Status::Exited;
@@ -279,6 +280,21 @@ impl Engine {
                     p.exit_code = status.exit_code;
                 });
             }
+        }
+    }
+
+    /// Removes what the runtime keeps of container `id` (its cgroups and state directory),
+    /// killing what is left of it: the job of a monitor that died without doing it.
+    async fn delete_runtime_state(&self, id: &str) {
+        let rt = berth_runtime::Runtime::new(self.inner.cfg.exec_root.join("runtime"));
+        let id2 = id.to_string();
+        // The runtime waits (bounded) for the killed processes to leave their cgroups.
+        let res = tokio::task::spawn_blocking(move || rt.delete(&id2, true)).await;
+        match res {
+            Ok(Ok(())) => tracing::debug!(id = %id, "runtime state of a dead monitor removed"),
+            Ok(Err(berth_runtime::Error::NotFound { .. })) => {}
+            Ok(Err(e)) => tracing::warn!(id = %id, error = %e, "removing the runtime state"),
+            Err(e) => tracing::warn!(id = %id, error = %e, "removing the runtime state"),
         }
     }
 
@@ -547,6 +563,9 @@ impl Engine {
         let mut child = tokio::process::Command::new(&self.inner.cfg.monitor_exe)
             .arg0("berth")
             .arg("monitor")
+            // The monitor logs (the runtime's warnings) to monitor.log at the daemon's level.
+            .arg("--log-level")
+            .arg(tracing::level_filters::LevelFilter::current().to_string())
             .arg(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -685,15 +704,25 @@ impl Engine {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take();
+            // No exit frame: the monitor died (killed) and left the container to us.
+            let monitor_died = status.is_none();
             let status = status.unwrap_or_else(|| read_exit_file(&entry.paths));
-            engine.handle_exit(entry, &conn2, status).await;
+            engine
+                .handle_exit(entry, &conn2, status, monitor_died)
+                .await;
         });
         conn
     }
 
     /// The monitor's connection `conn` ended: record the exit (when the container had
     /// started; a failed start cleans up after itself) and auto-remove.
-    async fn handle_exit(&self, entry: Arc<Entry>, conn: &Arc<MonitorConn>, status: ExitStatus) {
+    async fn handle_exit(
+        &self,
+        entry: Arc<Entry>,
+        conn: &Arc<MonitorConn>,
+        status: ExitStatus,
+        monitor_died: bool,
+    ) {
         let op = entry.op.lock().await;
         {
             let mut io = entry.io();
@@ -727,6 +756,9 @@ impl Engine {
             p.exit_code = status.exit_code;
         });
         tracing::info!(id = %entry.id, code = status.exit_code, "container exited");
+        if monitor_died {
+            self.delete_runtime_state(&entry.id).await;
+        }
         // After telling the waiters: unmounting flushes the upper layer, which takes a while.
         // An auto-removed container's root goes with the rest of it.
         if !auto_remove {

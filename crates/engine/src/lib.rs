@@ -21,6 +21,7 @@ pub mod names;
 mod netns;
 pub mod policy;
 pub mod proto;
+pub mod seccomp;
 mod serde_util;
 mod setup;
 pub mod signal;

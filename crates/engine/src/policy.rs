@@ -107,19 +107,43 @@ pub fn check(host: &HostConfig, daemon_maps: Option<&UsernsMaps>) -> Result<Opti
 #[derive(Debug, Default, PartialEq)]
 pub struct SecurityOpts {
     pub no_new_privileges: bool,
+    pub seccomp: Seccomp,
 }
 
-fn security_opt(opt: &str) -> Result<Option<bool>> {
+/// The seccomp profile a container runs under (`--privileged` aside, which has none).
+#[derive(Debug, Default, PartialEq)]
+pub enum Seccomp {
+    /// Docker's default profile.
+    #[default]
+    Builtin,
+    /// `seccomp=unconfined`.
+    Unconfined,
+    /// `seccomp=<json>`: the profile's JSON, checked when the option is read.
+    Custom(String),
+}
+
+enum SecurityOpt {
+    NoNewPrivileges(bool),
+    Seccomp(Seccomp),
+    Ignored,
+}
+
+fn security_opt(opt: &str) -> Result<SecurityOpt> {
     let (key, value) = opt.split_once(['=', ':']).unwrap_or((opt, ""));
     match (key, value) {
-        ("no-new-privileges", "" | "true") => Ok(Some(true)),
-        ("no-new-privileges", "false") => Ok(Some(false)),
-        // No default seccomp or AppArmor profile is applied yet, so unconfined is what runs.
-        ("seccomp" | "apparmor", "unconfined") => Ok(None),
+        ("no-new-privileges", "" | "true") => Ok(SecurityOpt::NoNewPrivileges(true)),
+        ("no-new-privileges", "false") => Ok(SecurityOpt::NoNewPrivileges(false)),
+        ("seccomp", "unconfined") => Ok(SecurityOpt::Seccomp(Seccomp::Unconfined)),
+        ("seccomp", json) => {
+            crate::seccomp::Profile::parse(json)?;
+            Ok(SecurityOpt::Seccomp(Seccomp::Custom(json.to_string())))
+        }
+        // No AppArmor profile is applied, so unconfined is what runs.
+        ("apparmor", "unconfined") => Ok(SecurityOpt::Ignored),
         // SELinux labels: the host has no SELinux, so there is nothing to label.
-        ("label", _) => Ok(None),
+        ("label", _) => Ok(SecurityOpt::Ignored),
         _ => Err(EngineError::InvalidParameter(format!(
-            "invalid --security-opt {opt:?}: berth supports no-new-privileges, seccomp=unconfined, apparmor=unconfined and label=..."
+            "invalid --security-opt {opt:?}: berth supports no-new-privileges, seccomp=unconfined, seccomp=<profile JSON>, apparmor=unconfined and label=..."
         ))),
     }
 }
@@ -127,8 +151,10 @@ fn security_opt(opt: &str) -> Result<Option<bool>> {
 pub fn security_opts(host: &HostConfig) -> Result<SecurityOpts> {
     let mut out = SecurityOpts::default();
     for opt in &host.security_opt {
-        if let Some(v) = security_opt(opt)? {
-            out.no_new_privileges = v;
+        match security_opt(opt)? {
+            SecurityOpt::NoNewPrivileges(v) => out.no_new_privileges = v,
+            SecurityOpt::Seccomp(s) => out.seccomp = s,
+            SecurityOpt::Ignored => {}
         }
     }
     Ok(out)
@@ -221,5 +247,20 @@ mod tests {
             ..Default::default()
         };
         assert!(security_opts(&host).unwrap().no_new_privileges);
+        assert_eq!(security_opts(&host).unwrap().seccomp, Seccomp::Builtin);
+        let host = HostConfig {
+            security_opt: vec!["seccomp=unconfined".into()],
+            ..Default::default()
+        };
+        assert_eq!(security_opts(&host).unwrap().seccomp, Seccomp::Unconfined);
+        let json = r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#;
+        let host = HostConfig {
+            security_opt: vec![format!("seccomp={json}")],
+            ..Default::default()
+        };
+        assert_eq!(
+            security_opts(&host).unwrap().seccomp,
+            Seccomp::Custom(json.into())
+        );
     }
 }

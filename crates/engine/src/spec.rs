@@ -508,6 +508,9 @@ pub fn build(
         linux["resources"] = Value::Object(resources);
         linux["cgroupsPath"] = json!(format!("/berth/{}", rec.id));
     }
+    if let Some(seccomp) = seccomp(host.privileged, &secopts.seccomp, &caps)? {
+        linux["seccomp"] = seccomp;
+    }
     if let Some(maps) = &rec.maps {
         linux["uidMappings"] = serde_json::to_value(maps.uid.to_oci()).map_err(json_err)?;
         linux["gidMappings"] = serde_json::to_value(maps.gid.to_oci()).map_err(json_err)?;
@@ -548,6 +551,20 @@ pub fn build(
         }
     }
     serde_json::from_value(spec).map_err(json_err)
+}
+
+/// The OCI seccomp section: Docker's default profile, or the custom one, resolved for the
+/// container's capabilities; none when privileged or unconfined.
+fn seccomp(privileged: bool, opt: &policy::Seccomp, caps: &[String]) -> Result<Option<Value>> {
+    let target = crate::seccomp::Target::host(caps);
+    Ok(match opt {
+        _ if privileged => None,
+        policy::Seccomp::Unconfined => None,
+        policy::Seccomp::Builtin => Some(crate::seccomp::Profile::builtin().resolve(&target)),
+        policy::Seccomp::Custom(json) => {
+            Some(crate::seccomp::Profile::parse(json)?.resolve(&target))
+        }
+    })
 }
 
 fn json_err(e: serde_json::Error) -> EngineError {
@@ -661,6 +678,7 @@ mod tests {
             json!(["rbind", "rprivate", "ro"])
         );
         assert_eq!(v["hostname"], json!("aaaaaaaaaaaa"));
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
     }
 
     #[test]
@@ -681,6 +699,10 @@ mod tests {
             .map(|n| n["type"].as_str().unwrap())
             .collect();
         assert_eq!(ns, ["mount", "ipc", "uts"]);
+        assert!(
+            v["linux"]["seccomp"].is_null(),
+            "privileged runs unconfined"
+        );
         assert_eq!(
             v["process"]["capabilities"]["bounding"]
                 .as_array()
