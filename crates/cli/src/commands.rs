@@ -12,6 +12,7 @@ use crate::http::{Client, Host};
 use crate::images::{self, ImagesArgs, ImportArgs, LoadArgs, RmiArgs, SaveArgs, TagArgs};
 use crate::registry::{self, LoginArgs, LogoutArgs, PullArgs, PushArgs};
 use crate::system::{self, FormatArgs};
+use crate::volumes::{self, VolumeCommand};
 
 #[derive(Subcommand, Debug)]
 pub enum ClientCommand {
@@ -63,6 +64,9 @@ pub enum ClientCommand {
     Rm(RmArgs),
     /// Return low-level information on containers or images
     Inspect(InspectArgs),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(VolumeCommand),
 }
 
 pub fn run(host: &str, cmd: ClientCommand) -> anyhow::Result<ExitCode> {
@@ -92,5 +96,6 @@ pub fn run(host: &str, cmd: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Restart(a) => containers::restart(&c, a),
         ClientCommand::Rm(a) => containers::rm(&c, a),
         ClientCommand::Inspect(a) => containers::inspect(&c, a),
+        ClientCommand::Volume(cmd) => volumes::run(&c, cmd),
     }
 }

@@ -20,6 +20,7 @@ mod runopts;
 mod stream;
 mod system;
 mod userns;
+mod volumes;
 
 #[derive(Parser)]
 #[command(
