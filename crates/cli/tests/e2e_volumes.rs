@@ -422,6 +422,73 @@ fn empty_volume_is_seeded_from_the_image() {
         "/etc",
     ]);
     assert_eq!(ls.trim(), "", "nocopy volume not empty");
+    let ls = d.ok(&[
+        "run",
+        "--rm",
+        "--mount",
+        "type=volume,src=bare2,dst=/etc,volume-nocopy",
+        "busybox",
+        "ls",
+        "-A",
+        "/etc",
+    ]);
+    assert_eq!(ls.trim(), "", "volume-nocopy volume not empty");
+    let ls = d.ok(&[
+        "run",
+        "--rm",
+        "--mount",
+        "type=volume,src=full,dst=/etc",
+        "busybox",
+        "ls",
+        "/etc",
+    ]);
+    assert!(ls.contains("passwd"), "--mount volume not seeded: {ls}");
+}
+
+/// The `berth` client's own volume commands against the same daemon.
+#[test]
+fn berth_volume_commands() {
+    let d = Daemon::start(None, None);
+    let berth = |args: &[&str]| -> Output {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("-H")
+            .arg(format!("unix://{}", d.sock.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| -> String {
+        let o = berth(args);
+        assert!(o.status.success(), "berth {args:?}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(
+        ok(&["volume", "create", "--label", "a=b", "bv"]).trim(),
+        "bv"
+    );
+    let table = ok(&["volume", "ls"]);
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![vec!["DRIVER", "VOLUME", "NAME"], vec!["local", "bv"]]
+    );
+    assert_eq!(ok(&["volume", "ls", "-q", "-f", "label=a=c"]).trim(), "");
+    let insp = ok(&["volume", "inspect", "bv"]);
+    let v: serde_json::Value = serde_json::from_str(&insp).unwrap();
+    assert_eq!(v[0]["Name"], "bv");
+    assert_eq!(v[0]["Labels"]["a"], "b");
+    assert_eq!(ok(&["volume", "rm", "bv"]).trim(), "bv");
+    let o = berth(&["volume", "rm", "bv"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no such volume"), "{}", stderr(&o));
+    ok(&["volume", "create"]);
+    let out = ok(&["volume", "prune", "-f"]);
+    assert!(out.contains("Deleted Volumes:"), "{out}");
+    assert_eq!(ok(&["volume", "ls", "-q"]).trim(), "");
 }
 
 #[test]

@@ -123,6 +123,10 @@ pub fn requested(config: &ContainerConfig, host: &HostConfig) -> Result<Vec<Moun
                     check_volume_name(&m.source).map_err(bad)?;
                 }
                 mp.name = m.source.clone();
+                // Recorded as `-v NAME:/path:nocopy` records it: seeding looks there.
+                if m.volume_options.as_ref().is_some_and(|o| o.no_copy) {
+                    mp.mode = "nocopy".into();
+                }
             }
             "tmpfs" => {
                 if !m.source.is_empty() {
