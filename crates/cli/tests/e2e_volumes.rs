@@ -365,6 +365,26 @@ fn anonymous_volumes_go_with_rm_v_and_run_rm() {
     d.ok(&["rm", "-v", "c2"]);
     eventually("rm -v of c2 finishes", || d.volume_names() == ["named"]);
 
+    // The image's VOLUME: an anonymous volume, seeded from the image, gone with rm -v.
+    let tar = berth_testkit::busybox_tar();
+    d.ok(&[
+        "import",
+        "--change",
+        "VOLUME [\"/etc\"]",
+        tar.to_str().unwrap(),
+        "withvol",
+    ]);
+    let out = d.ok(&["run", "--name", "c3", "withvol", "cat", "/etc/passwd"]);
+    assert!(out.starts_with("root:"), "{out}");
+    let anon = d.ok(&["inspect", "-f", "{{(index .Mounts 0).Name}}", "c3"]);
+    let anon = anon.trim().to_string();
+    assert!(is_hex64(&anon), "image VOLUME gave {anon:?}");
+    assert!(d.volume_dir(&anon).join("_data/passwd").is_file());
+    d.ok(&["rm", "-v", "c3"]);
+    eventually("rm -v removes the image VOLUME's volume", || {
+        !d.volume_dir(&anon).exists()
+    });
+
     // --rm: anonymous volumes go with the container, as in docker.
     d.ok(&[
         "run",
