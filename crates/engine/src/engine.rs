@@ -430,6 +430,9 @@ impl Engine {
         };
 
         let setup = (|| -> Result<()> {
+            // Named volumes count as in use from here on: `volume rm` refuses them while
+            // this container is being set up (the record is saved with them below).
+            entry.rec.lock().unwrap_or_else(|e| e.into_inner()).mounts = mount_points.clone();
             let rec = entry.record();
             let owner = rec.maps.as_ref().and_then(|m| m.root()).unwrap_or((0, 0));
             mounts::prepare_sources(
