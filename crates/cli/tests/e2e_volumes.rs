@@ -358,6 +358,26 @@ fn anonymous_volumes_go_with_rm_v_and_run_rm() {
         !d.volume_dir(&name).exists()
     });
 
+    // An anonymous volume another container also mounts stays.
+    d.ok(&["create", "--name", "c0", "-v", "/data", "busybox", "true"]);
+    let shared = d.ok(&["inspect", "-f", "{{(index .Mounts 0).Name}}", "c0"]);
+    let shared = shared.trim().to_string();
+    let also = format!("{shared}:/other");
+    d.ok(&["create", "--name", "c0b", "-v", &also, "busybox", "true"]);
+    let c0 = d.ok(&["inspect", "-f", "{{.Id}}", "c0"]).trim().to_string();
+    d.ok(&["rm", "-v", "c0"]);
+    // The container's directory goes after its volumes: then the volume is still there.
+    let c0_dir = d.dir.join("data/containers").join(&c0);
+    eventually("c0's cleanup finishes", || !c0_dir.exists());
+    assert!(
+        d.volume_dir(&shared).exists(),
+        "a volume in use was removed"
+    );
+    d.ok(&["rm", "-v", "c0b"]);
+    eventually("the last rm -v removes the shared anonymous volume", || {
+        !d.volume_dir(&shared).exists()
+    });
+
     // Without -v it stays (and a named volume never goes with its container).
     d.ok(&[
         "create", "--name", "c2", "-v", "/data", "-v", "named:/n", "busybox", "true",

@@ -1010,7 +1010,10 @@ impl Engine {
             tracing::warn!(id, error = %e, "removing the container's root");
         }
         for v in volumes {
-            let _ = std::fs::remove_dir_all(self.inner.cfg.data_root.join("volumes").join(v));
+            // Kept when another container mounts it too (as docker does).
+            if let Err(e) = self.volume_remove(v, false) {
+                tracing::info!(id, volume = %v, error = %e, "anonymous volume kept");
+            }
         }
         let _ = std::fs::remove_dir_all(&paths.exec_dir);
         if let Err(e) = std::fs::remove_dir_all(&paths.dir) {
