@@ -8,6 +8,7 @@
 // The `info` reply is one large json! literal.
 #![recursion_limit = "256"]
 
+mod archive;
 mod attach;
 mod body;
 mod containers;

@@ -9,7 +9,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::body::{json_response, Body};
 use crate::error::{ApiError, ApiResult};
 use crate::query::Query;
-use crate::{attach, containers, exec, images, registry, system, volumes, Api};
+use crate::{archive, attach, containers, exec, images, registry, system, volumes, Api};
 
 /// The API version berth speaks, and the oldest it accepts.
 pub const API_VERSION: (u32, u32) = (1, 47);
@@ -121,6 +121,12 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> ApiResult<Response<Body
         (&M::DELETE, ["containers", id]) => containers::remove(ctx, id).await,
         (&M::GET, ["containers", id, "logs"]) => containers::logs(ctx, id).await,
         (&M::POST, ["containers", id, "attach"]) => attach::attach(ctx, id).await,
+        (&M::HEAD, ["containers", id, "archive"]) => archive::head(ctx, id).await,
+        (&M::GET, ["containers", id, "archive"]) => archive::get(ctx, id).await,
+        (&M::PUT, ["containers", id, "archive"]) => archive::put(ctx, id).await,
+        (&M::GET, ["containers", id, "export"]) => archive::export(ctx, id).await,
+        (&M::GET, ["containers", id, "changes"]) => archive::changes(ctx, id).await,
+        (&M::POST, ["commit"]) => archive::commit(ctx).await,
         (&M::POST, ["containers", id, "exec"]) => exec::create(ctx, id).await,
         (&M::POST, ["exec", id, "start"]) => exec::start(ctx, id).await,
         (&M::POST, ["exec", id, "resize"]) => exec::resize(ctx, id).await,

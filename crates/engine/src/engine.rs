@@ -131,7 +131,7 @@ pub(crate) struct Entry {
     pub(crate) paths: Paths,
     rec: Mutex<ContainerRecord>,
     /// Serialises start, exit handling and removal of this container.
-    op: tokio::sync::Mutex<()>,
+    pub(crate) op: tokio::sync::Mutex<()>,
     phase: watch::Sender<Phase>,
     io: Mutex<Io>,
 }

@@ -56,7 +56,7 @@ pub enum ImageRemoval {
     Deleted(String),
 }
 
-fn image_error(e: ImageError) -> EngineError {
+pub(crate) fn image_error(e: ImageError) -> EngineError {
     match e {
         ImageError::NotFound(name) => EngineError::NotFound(format!("No such image: {name}")),
         e @ (ImageError::InUse { .. } | ImageError::MultipleReferences { .. }) => {

@@ -7,6 +7,7 @@
 //! - [`monitor`]: the per-container monitor process (`berth monitor DIR`), which owns the
 //!   container's stdio, writes its log and records its exit, so the daemon can restart.
 
+pub mod archive;
 pub mod container;
 mod engine;
 pub mod error;

@@ -10,6 +10,7 @@
 //!   by the image store and read by berth-snapshot; [`unpack`] is the hardened tar unpacker.
 
 mod changes;
+mod commit;
 pub mod compress;
 mod content;
 mod digest;
@@ -25,6 +26,7 @@ mod save;
 mod store;
 pub mod unpack;
 
+pub use commit::CommitOptions;
 pub use content::{BlobWriter, ContentStore};
 pub use digest::{chain_ids, Digest, DigestError};
 pub use error::{ImageError, Result};

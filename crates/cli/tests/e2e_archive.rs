@@ -1,0 +1,483 @@
+//! End to end through the real docker CLI (/usr/local/bin/docker) against `berth daemon`:
+//! `docker cp` (the archive API) with and without remap, on running and stopped containers,
+//! with symlinks that point out of the root; `commit` (moby's TestUsernsCommit round trip),
+//! `diff` and `export`. The daemon helper is e2e_docker.rs's; remapped daemons read account
+//! files from a temporary root (BERTH_ETC_ROOT), never the real /etc.
+
+use std::os::unix::fs::{chown, MetadataExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const DOCKER: &str = "/usr/local/bin/docker";
+
+/// Generous: only there so that a hang fails instead of blocking CI forever.
+const TIMEOUT: &str = "120";
+
+/// A `berth daemon` on its own socket and roots; killed by pid and cleaned up on drop.
+struct Daemon {
+    child: Option<Child>,
+    dir: PathBuf,
+    sock: PathBuf,
+    etc_root: Option<PathBuf>,
+    remap: Option<String>,
+    _tmp: Option<tempfile::TempDir>,
+    _tmp_etc: Option<tempfile::TempDir>,
+}
+
+impl Daemon {
+    fn start(remap: Option<&str>, etc_root: Option<&Path>) -> Daemon {
+        berth_testkit::require_root();
+        let tmp = berth_testkit::tempdir("berth-e2e-");
+        let dir = tmp.path().to_path_buf();
+        let mut d = Daemon {
+            child: None,
+            sock: dir.join("docker.sock"),
+            dir,
+            etc_root: etc_root.map(Path::to_path_buf),
+            remap: remap.map(String::from),
+            _tmp: Some(tmp),
+            _tmp_etc: None,
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.arg("daemon")
+            .arg("-H")
+            .arg(format!("unix://{}", self.sock.display()))
+            .arg("--data-root")
+            .arg(self.dir.join("data"))
+            .arg("--exec-root")
+            .arg(self.dir.join("exec"))
+            .arg("--pidfile")
+            .arg(self.dir.join("berth.pid"))
+            .arg("--config-file")
+            .arg(self.empty_config())
+            .arg("--log-level")
+            .arg("debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("daemon.log")).unwrap());
+        if let Some(r) = &self.remap {
+            cmd.arg(format!("--userns-remap={r}"));
+        }
+        match &self.etc_root {
+            Some(root) => cmd.env("BERTH_ETC_ROOT", root),
+            None => cmd.env_remove("BERTH_ETC_ROOT"),
+        };
+        self.child = Some(cmd.spawn().expect("start berth daemon"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while UnixStream::connect(&self.sock).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("berth daemon exited ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon socket never came up:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The daemon reads /etc/berth/daemon.json by default: give it an empty one of its own.
+    fn empty_config(&self) -> PathBuf {
+        let p = self.dir.join("daemon.json");
+        std::fs::write(&p, "{}").unwrap();
+        p
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait; SIGKILL if it does not stop.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        let host = format!("unix://{}", self.sock.display());
+        Command::new("timeout")
+            .arg(TIMEOUT)
+            .arg(DOCKER)
+            .arg("-H")
+            .arg(&host)
+            .args(args)
+            .env_remove("DOCKER_HOST")
+            .env("DOCKER_CONFIG", self.dir.join("docker-config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run docker")
+    }
+
+    /// Runs docker and insists on success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn import_busybox(&self) {
+        let tar = berth_testkit::busybox_tar();
+        self.ok(&["import", tar.to_str().unwrap(), "busybox"]);
+        self.ok(&["tag", "busybox", "alpine"]);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+        // Monitors outlive the daemon by design: stop the ones this daemon started (their
+        // command line names our exec root), then unmount what is left under our directory.
+        let exec = self.dir.join("exec");
+        for pid in pids_mentioning(&exec) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        unmount_under(&self.dir);
+    }
+}
+
+fn pids_mentioning(path: &Path) -> Vec<i32> {
+    let needle = path.to_string_lossy().into_owned();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn unmount_under(dir: &Path) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(String::from))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Account files for a remap user `remap` with 100000:65536, under a temporary root.
+fn fake_etc(parent: &Path) -> PathBuf {
+    let root = parent.join("etc-root");
+    let etc = root.join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(
+        etc.join("passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nremap:x:999:999::/:/bin/false\n",
+    )
+    .unwrap();
+    std::fs::write(etc.join("group"), "root:x:0:\nremap:x:999:\n").unwrap();
+    std::fs::write(etc.join("subuid"), "remap:100000:65536\n").unwrap();
+    std::fs::write(etc.join("subgid"), "remap:100000:65536\n").unwrap();
+    root
+}
+
+impl Daemon {
+    /// A daemon remapping to 100000:65536 through a fake etc root.
+    fn remapped() -> Daemon {
+        let etc_tmp = berth_testkit::tempdir("berth-e2e-etc-");
+        let etc = fake_etc(etc_tmp.path());
+        let mut d = Daemon::start(Some("remap"), Some(&etc));
+        // The fake etc root lives as long as the daemon.
+        d._tmp_etc = Some(etc_tmp);
+        d
+    }
+
+    fn id(&self, name: &str) -> String {
+        self.ok(&["inspect", "-f", "{{.Id}}", name])
+            .trim()
+            .to_string()
+    }
+
+    /// The host path of `path` in container `name`'s read-write layer.
+    fn upper(&self, name: &str, path: &str) -> PathBuf {
+        self.dir
+            .join("data/containers")
+            .join(self.id(name))
+            .join("upper")
+            .join(path.trim_start_matches('/'))
+    }
+}
+
+fn host_owner(p: &Path) -> (u32, u32) {
+    let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (m.uid(), m.gid())
+}
+
+#[test]
+fn cp_into_a_remapped_container_is_owned_by_the_mapped_root() {
+    let d = Daemon::remapped();
+    d.import_busybox();
+    d.ok(&["run", "-d", "--name", "ctr", "busybox", "sleep", "1000"]);
+    let src = d.dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let f = src.join("f");
+    std::fs::write(&f, "hello\n").unwrap();
+    chown(&f, Some(1234), Some(1234)).unwrap();
+
+    // Plain cp: owned by the container's root, 100000 on the host.
+    d.ok(&["cp", f.to_str().unwrap(), "ctr:/tmp/"]);
+    assert_eq!(host_owner(&d.upper("ctr", "/tmp/f")), (100000, 100000));
+    assert_eq!(
+        d.ok(&["exec", "ctr", "stat", "-c", "%u:%g", "/tmp/f"])
+            .trim(),
+        "0:0"
+    );
+    assert_eq!(d.ok(&["exec", "ctr", "cat", "/tmp/f"]), "hello\n");
+
+    // cp -a: the tar's owner, through the map.
+    d.ok(&["cp", "-a", f.to_str().unwrap(), "ctr:/tmp/g"]);
+    assert_eq!(host_owner(&d.upper("ctr", "/tmp/g")), (101234, 101234));
+    assert_eq!(
+        d.ok(&["exec", "ctr", "stat", "-c", "%u:%g", "/tmp/g"])
+            .trim(),
+        "1234:1234"
+    );
+
+    // A directory copied in.
+    std::fs::create_dir_all(src.join("dir/sub")).unwrap();
+    std::fs::write(src.join("dir/sub/x"), "x").unwrap();
+    d.ok(&["cp", src.join("dir").to_str().unwrap(), "ctr:/"]);
+    assert_eq!(host_owner(&d.upper("ctr", "/dir/sub/x")), (100000, 100000));
+
+    // cp out: a file, and a directory of the image.
+    d.ok(&[
+        "exec",
+        "ctr",
+        "sh",
+        "-c",
+        "echo out > /tmp/out && chown 1000:1000 /tmp/out",
+    ]);
+    let dst = d.dir.join("dst");
+    std::fs::create_dir_all(&dst).unwrap();
+    d.ok(&["cp", "ctr:/tmp/out", dst.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(dst.join("out")).unwrap(), "out\n");
+    d.ok(&["cp", "ctr:/etc", dst.to_str().unwrap()]);
+    assert!(std::fs::read_to_string(dst.join("etc/passwd"))
+        .unwrap()
+        .starts_with("root:"));
+    // A missing path is a 404 with Docker's message.
+    let out = d.docker(&["cp", "ctr:/nonexistent", dst.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Could not find the file /nonexistent"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.ok(&["rm", "-f", "ctr"]);
+}
+
+#[test]
+fn cp_follows_symlinks_inside_the_root_only() {
+    let d = Daemon::start(None, None);
+    d.import_busybox();
+    // A host directory with the same path as a directory in the container.
+    let host_dir = d.dir.join("outside");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let hd = host_dir.to_str().unwrap();
+    let script = format!("mkdir -p {hd} && ln -s {hd} /abs && ln -s ../../../../../../../../..{hd} /rel && sleep 1000");
+    d.ok(&["run", "-d", "--name", "ctr", "busybox", "sh", "-c", &script]);
+    // Wait for the links.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !d
+        .docker(&["exec", "ctr", "test", "-L", "/rel"])
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the container never made its links"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let f = d.dir.join("f");
+    std::fs::write(&f, "in\n").unwrap();
+    for link in ["/abs/", "/rel/"] {
+        d.ok(&["cp", f.to_str().unwrap(), &format!("ctr:{link}")]);
+        assert!(
+            !host_dir.join("f").exists(),
+            "cp through {link} wrote to the host"
+        );
+        assert_eq!(d.ok(&["exec", "ctr", "cat", &format!("{hd}/f")]), "in\n");
+        d.ok(&["exec", "ctr", "rm", &format!("{hd}/f")]);
+    }
+    // Reading through a link also stays inside.
+    std::fs::write(host_dir.join("secret"), "host\n").unwrap();
+    d.ok(&[
+        "exec",
+        "ctr",
+        "sh",
+        "-c",
+        &format!("echo container > {hd}/secret"),
+    ]);
+    let dst = d.dir.join("dst");
+    std::fs::create_dir_all(&dst).unwrap();
+    d.ok(&["cp", "ctr:/rel/secret", dst.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(dst.join("secret")).unwrap(),
+        "container\n"
+    );
+    d.ok(&["rm", "-f", "ctr"]);
+}
+
+#[test]
+fn cp_on_a_stopped_container_mounts_and_unmounts_its_root() {
+    let d = Daemon::start(None, None);
+    d.import_busybox();
+    d.ok(&["create", "--name", "stopped", "busybox", "cat", "/f"]);
+    let f = d.dir.join("f");
+    std::fs::write(&f, "stopped\n").unwrap();
+    d.ok(&["cp", f.to_str().unwrap(), "stopped:/f"]);
+    let id = d.id("stopped");
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&id)
+    };
+    assert!(!mounted(), "the root stays mounted after cp");
+    let dst = d.dir.join("dst");
+    std::fs::create_dir_all(&dst).unwrap();
+    d.ok(&["cp", "stopped:/f", dst.join("g").to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(dst.join("g")).unwrap(), "stopped\n");
+    assert!(!mounted(), "the root stays mounted after cp out");
+    assert_eq!(d.ok(&["start", "-a", "stopped"]), "stopped\n");
+    d.ok(&["rm", "-f", "stopped"]);
+}
+
+#[test]
+fn commit_shifts_owners_back_so_the_image_runs_remapped_or_not() {
+    let d = Daemon::remapped();
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "--name",
+        "ctr",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir /data && echo x > /data/f && chown -R 1000:1000 /data && rm /etc/group",
+    ]);
+    assert_eq!(host_owner(&d.upper("ctr", "/data/f")), (101000, 101000));
+    let id = d.ok(&["commit", "-c", "ENV COMMITTED=yes", "ctr", "committed:1"]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    for userns in [None, Some("--userns=host")] {
+        let mut args = vec!["run", "--rm"];
+        args.extend(userns);
+        args.extend([
+            "committed:1",
+            "sh",
+            "-c",
+            "stat -c %u:%g /data /data/f; cat /data/f; test -e /etc/group || echo gone; echo $COMMITTED",
+        ]);
+        assert_eq!(
+            d.ok(&args),
+            "1000:1000\n1000:1000\nx\ngone\nyes\n",
+            "run {userns:?}"
+        );
+    }
+    // One more layer than the parent.
+    let layers = |img: &str| {
+        d.ok(&["image", "inspect", "-f", "{{len .RootFS.Layers}}", img])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(layers("committed:1"), "2");
+    assert_eq!(layers("busybox"), "1");
+    d.ok(&["rm", "-f", "ctr"]);
+}
+
+#[test]
+fn diff_and_export() {
+    let d = Daemon::remapped();
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "--name",
+        "ctr",
+        "busybox",
+        "sh",
+        "-c",
+        "touch /added && echo more >> /etc/passwd && rm /etc/group && mkdir /newdir && chown 7:7 /added",
+    ]);
+    let diff = d.ok(&["diff", "ctr"]);
+    for line in [
+        "A /added",
+        "C /etc",
+        "C /etc/passwd",
+        "D /etc/group",
+        "A /newdir",
+    ] {
+        assert!(diff.lines().any(|l| l == line), "{line} not in:\n{diff}");
+    }
+    let tar = d.dir.join("export.tar");
+    d.ok(&["export", "-o", tar.to_str().unwrap(), "ctr"]);
+    let listing = Command::new("tar")
+        .arg("-tvf")
+        .arg(&tar)
+        .arg("--numeric-owner")
+        .output()
+        .unwrap();
+    assert!(listing.status.success());
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let line = |name: &str| {
+        listing
+            .lines()
+            .find(|l| l.ends_with(&format!(" {name}")) || l.contains(&format!(" {name} -> ")))
+            .unwrap_or_else(|| panic!("{name} not in export:\n{listing}"))
+            .to_string()
+    };
+    // Owners in the container's view, not the host's 100000 range.
+    assert!(line("added").contains(" 7/7 "), "{}", line("added"));
+    assert!(
+        line("bin/busybox").contains(" 0/0 "),
+        "{}",
+        line("bin/busybox")
+    );
+    assert!(line("bin/sh").contains("-> "), "{}", line("bin/sh"));
+    assert!(
+        !listing.lines().any(|l| l.ends_with(" etc/group")),
+        "{listing}"
+    );
+    d.ok(&["rm", "-f", "ctr"]);
+}
