@@ -16,6 +16,7 @@ mod error;
 mod exec;
 mod images;
 pub mod listen;
+mod ops;
 mod query;
 mod registry;
 mod router;

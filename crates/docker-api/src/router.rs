@@ -9,7 +9,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::body::{json_response, Body};
 use crate::error::{ApiError, ApiResult};
 use crate::query::Query;
-use crate::{archive, attach, containers, exec, images, registry, system, volumes, Api};
+use crate::{archive, attach, containers, exec, images, ops, registry, system, volumes, Api};
 
 /// The API version berth speaks, and the oldest it accepts.
 pub const API_VERSION: (u32, u32) = (1, 47);
@@ -127,6 +127,12 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> ApiResult<Response<Body
         (&M::GET, ["containers", id, "export"]) => archive::export(ctx, id).await,
         (&M::GET, ["containers", id, "changes"]) => archive::changes(ctx, id).await,
         (&M::POST, ["commit"]) => archive::commit(ctx).await,
+        (&M::GET, ["containers", id, "top"]) => ops::top(ctx, id).await,
+        (&M::GET, ["containers", id, "stats"]) => ops::stats(ctx, id).await,
+        (&M::POST, ["containers", id, "rename"]) => ops::rename(ctx, id).await,
+        (&M::POST, ["containers", id, "pause"]) => ops::pause(ctx, id).await,
+        (&M::POST, ["containers", id, "unpause"]) => ops::unpause(ctx, id).await,
+        (&M::POST, ["containers", id, "update"]) => ops::update(ctx, id).await,
         (&M::POST, ["containers", id, "exec"]) => exec::create(ctx, id).await,
         (&M::POST, ["exec", id, "start"]) => exec::start(ctx, id).await,
         (&M::POST, ["exec", id, "resize"]) => exec::resize(ctx, id).await,

@@ -150,6 +150,13 @@ pub struct HostConfig {
     pub readonly_rootfs: bool,
     #[serde(deserialize_with = "null_default")]
     pub memory: i64,
+    /// Memory plus swap (`--memory-swap`); -1: unlimited swap.
+    #[serde(deserialize_with = "null_default")]
+    pub memory_swap: i64,
+    #[serde(deserialize_with = "null_default")]
+    pub cpu_quota: i64,
+    #[serde(deserialize_with = "null_default")]
+    pub cpu_period: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pids_limit: Option<i64>,
     #[serde(rename = "NanoCpus", deserialize_with = "null_default")]

@@ -141,7 +141,7 @@ impl Entry {
         self.rec.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn update<T>(&self, f: impl FnOnce(&mut ContainerRecord) -> T) -> Result<T> {
+    pub(crate) fn update<T>(&self, f: impl FnOnce(&mut ContainerRecord) -> T) -> Result<T> {
         let mut rec = self.rec.lock().unwrap_or_else(|e| e.into_inner());
         let out = f(&mut rec);
         store::save(&self.paths, &rec)?;
@@ -734,7 +734,8 @@ impl Engine {
                 return;
             }
             io.monitor = None;
-            if entry.record().state.status != Status::Running {
+            // Running or paused (a paused container killed by `rm -f`).
+            if !entry.record().is_running() {
                 return;
             }
             io.subscribers.clear();
@@ -852,10 +853,16 @@ impl Engine {
     async fn signal(&self, entry: &Entry, sig: i32) -> Result<()> {
         let conn = entry.io().monitor.clone();
         match conn {
-            Some(c) if entry.record().is_running() => c
-                .send(Kind::Signal, &sig.to_be_bytes())
-                .await
-                .map_err(|e| EngineError::System(format!("signalling the container: {e}"))),
+            Some(c) if entry.record().is_running() => {
+                let paused = self.paused_signal_allowed(entry, sig)?;
+                c.send(Kind::Signal, &sig.to_be_bytes())
+                    .await
+                    .map_err(|e| EngineError::System(format!("signalling the container: {e}")))?;
+                if paused {
+                    self.thaw_after_kill(entry).await;
+                }
+                Ok(())
+            }
             _ => Err(EngineError::Conflict(format!(
                 "Container {} is not running",
                 entry.id

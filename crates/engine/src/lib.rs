@@ -20,6 +20,7 @@ pub mod monitor;
 pub mod mounts;
 pub mod names;
 mod netns;
+pub mod ops;
 pub mod policy;
 pub mod proto;
 pub mod seccomp;
@@ -29,6 +30,7 @@ pub mod signal;
 pub mod spec;
 pub mod store;
 pub mod timefmt;
+pub mod top;
 pub mod volumes;
 
 pub use engine::{

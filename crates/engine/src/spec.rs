@@ -479,6 +479,9 @@ pub fn build(
     let mut resources = serde_json::Map::new();
     if host.memory > 0 {
         resources.insert("memory".into(), json!({"limit": host.memory}));
+        if host.memory_swap != 0 {
+            resources["memory"]["swap"] = json!(host.memory_swap);
+        }
     }
     if let Some(p) = host.pids_limit.filter(|p| *p != 0) {
         resources.insert("pids".into(), json!({"limit": p}));
@@ -494,6 +497,12 @@ pub fn build(
             "quota".into(),
             json!(host.nano_cpus * PERIOD / 1_000_000_000),
         );
+    }
+    if host.cpu_period > 0 {
+        cpu.insert("period".into(), json!(host.cpu_period));
+    }
+    if host.cpu_quota != 0 {
+        cpu.insert("quota".into(), json!(host.cpu_quota));
     }
     if !cpu.is_empty() {
         resources.insert("cpu".into(), Value::Object(cpu));

@@ -125,8 +125,8 @@ fn setup_inner(
                 let dir = make_dirs(u, rel, pl, None)?;
                 pl.dirs.push(dir);
             }
-            let Some(res) = res else { return Ok(()) };
-            for (ctrl, writes) in v1_writes(res) {
+            let v1 = res.map(v1_writes).unwrap_or_default();
+            for (ctrl, writes) in v1 {
                 let croot = root.join(ctrl);
                 if !croot.exists() {
                     return Err(Error::Cgroup {
@@ -142,7 +142,7 @@ fn setup_inner(
                 }
                 pl.dirs.push(dir);
             }
-            Ok(())
+            join_accounting(root, rel, pl)
         }
         Layout::V2 { root } => {
             let writes = res.map(v2_writes).unwrap_or_default();
@@ -179,6 +179,22 @@ fn setup_inner(
             Ok(())
         }
     }
+}
+
+/// v1 controllers a container always joins when mounted, limits or not: they give its
+/// usage figures (`stats`), freezing (`pause`) and later limits (`update`).
+const V1_ALWAYS: [&str; 5] = ["memory", "cpu", "cpuacct", "pids", "freezer"];
+
+fn join_accounting(root: &Path, rel: &Path, pl: &mut Placement) -> Result<()> {
+    for ctrl in V1_ALWAYS {
+        let croot = root.join(ctrl);
+        if pl.dirs.iter().any(|d| d.starts_with(&croot)) || !croot.join("cgroup.procs").exists() {
+            continue;
+        }
+        let dir = make_dirs(&croot, rel, pl, None)?;
+        pl.dirs.push(dir);
+    }
+    Ok(())
 }
 
 fn create_dir(dir: &Path, pl: &mut Placement) -> Result<()> {
@@ -230,7 +246,7 @@ fn write_file(dir: &Path, file: &str, value: &str) -> Result<()> {
 }
 
 /// The v1 files to write, grouped by controller, in the order the kernel needs them.
-fn v1_writes(res: &LinuxResources) -> Vec<(&'static str, Vec<(&'static str, String)>)> {
+pub(crate) fn v1_writes(res: &LinuxResources) -> Vec<(&'static str, Vec<(&'static str, String)>)> {
     let mut out = Vec::new();
     if let Some(m) = res.memory() {
         let mut w = Vec::new();
@@ -346,7 +362,7 @@ fn device_rule(d: &LinuxDeviceCgroup) -> String {
 }
 
 /// The v2 files to write.
-fn v2_writes(res: &LinuxResources) -> Vec<(&'static str, String)> {
+pub(crate) fn v2_writes(res: &LinuxResources) -> Vec<(&'static str, String)> {
     let mut w = Vec::new();
     if let Some(m) = res.memory() {
         let limit = m.limit();

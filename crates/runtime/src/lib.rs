@@ -35,6 +35,7 @@ mod process;
 mod seccomp;
 mod spec;
 mod state;
+mod stats;
 mod syscall;
 mod terminal;
 
@@ -47,6 +48,7 @@ pub use cgroups::{Layout as CgroupLayout, Placement as CgroupPlacement};
 pub use error::{Error, Result};
 pub use spec::{default_spec, features};
 pub use state::{State, Status, OCI_VERSION};
+pub use stats::CgroupStats;
 
 use state::{Record, EXEC_FIFO, INIT_ERROR};
 
@@ -267,6 +269,8 @@ impl Runtime {
                 );
             }
             let _ = signal_init(&rec, libc::SIGKILL);
+            // A paused container's processes die only once thawed (v1 freezer).
+            stats::thaw_quietly(&self.cgroups, &rec.cgroups);
             let deadline = std::time::Instant::now() + KILL_WAIT;
             while rec.status(&dir) != Status::Stopped && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(2));
