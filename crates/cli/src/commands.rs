@@ -67,6 +67,8 @@ pub enum ClientCommand {
     /// Manage volumes
     #[command(subcommand)]
     Volume(VolumeCommand),
+    #[command(flatten)]
+    Files(crate::cp::FilesCommand),
 }
 
 pub fn run(host: &str, cmd: ClientCommand) -> anyhow::Result<ExitCode> {
@@ -97,5 +99,6 @@ pub fn run(host: &str, cmd: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Rm(a) => containers::rm(&c, a),
         ClientCommand::Inspect(a) => containers::inspect(&c, a),
         ClientCommand::Volume(cmd) => volumes::run(&c, cmd),
+        ClientCommand::Files(cmd) => crate::cp::run(&c, cmd),
     }
 }

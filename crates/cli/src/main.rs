@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod containers;
+mod cp;
 mod daemon;
 mod format;
 mod http;
