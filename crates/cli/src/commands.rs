@@ -10,6 +10,7 @@ use crate::containers::{
 };
 use crate::http::{Client, Host};
 use crate::images::{self, ImagesArgs, ImportArgs, LoadArgs, RmiArgs, SaveArgs, TagArgs};
+use crate::ops::{self, PauseArgs, RenameArgs, StatsArgs, TopArgs, UpdateArgs};
 use crate::registry::{self, LoginArgs, LogoutArgs, PullArgs, PushArgs};
 use crate::system::{self, FormatArgs};
 use crate::volumes::{self, VolumeCommand};
@@ -64,6 +65,18 @@ pub enum ClientCommand {
     Rm(RmArgs),
     /// Return low-level information on containers or images
     Inspect(InspectArgs),
+    /// Display the running processes of a container (UID in the container, HOST-UID on the host)
+    Top(TopArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(StatsArgs),
+    /// Rename a container
+    Rename(RenameArgs),
+    /// Pause all processes within one or more containers
+    Pause(PauseArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(PauseArgs),
+    /// Update configuration of one or more containers
+    Update(UpdateArgs),
     /// Manage volumes
     #[command(subcommand)]
     Volume(VolumeCommand),
@@ -98,6 +111,12 @@ pub fn run(host: &str, cmd: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Restart(a) => containers::restart(&c, a),
         ClientCommand::Rm(a) => containers::rm(&c, a),
         ClientCommand::Inspect(a) => containers::inspect(&c, a),
+        ClientCommand::Top(a) => ops::top(&c, a),
+        ClientCommand::Stats(a) => ops::stats(&c, a),
+        ClientCommand::Rename(a) => ops::rename(&c, a),
+        ClientCommand::Pause(a) => ops::pause(&c, a, "pause"),
+        ClientCommand::Unpause(a) => ops::pause(&c, a, "unpause"),
+        ClientCommand::Update(a) => ops::update(&c, a),
         ClientCommand::Volume(cmd) => volumes::run(&c, cmd),
         ClientCommand::Files(cmd) => crate::cp::run(&c, cmd),
     }

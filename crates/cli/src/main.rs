@@ -16,6 +16,7 @@ mod daemon;
 mod format;
 mod http;
 mod images;
+mod ops;
 mod registry;
 mod runopts;
 mod stream;
