@@ -338,6 +338,30 @@ fn stats_rename_pause_and_update() {
     );
     assert_eq!(v["name"], "/s1");
 
+    // The stream: a reading a second, the second with the first as its `pre`.
+    let mut sock = UnixStream::connect(&d.sock).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        sock,
+        "GET /v1.47/containers/s1/stats HTTP/1.1\r\nHost: docker\r\n\r\n"
+    )
+    .unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 8192];
+    while seen.matches("\"read\":").count() < 2 {
+        let n = sock.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert_eq!(
+        seen.matches("\"preread\":\"0001-01-01T00:00:00Z\"").count(),
+        1,
+        "{seen}"
+    );
+    drop(sock);
+
     // rename: the new name finds it, the old one does not; a taken name is a conflict.
     d.ok(&["rename", "s1", "s2"]);
     assert_eq!(d.ok(&["inspect", "-f", "{{.Name}}", "s2"]).trim(), "/s2");
