@@ -427,7 +427,15 @@ fn stats_rename_pause_and_update() {
         .trim(),
         format!("{} 50", 64u64 << 20)
     );
-    // A paused container can still be removed.
+    // A paused container can be stopped (SIGKILL, then thawed so that it dies), and
+    // removed.
+    d.ok(&["pause", "s2"]);
+    d.ok(&["stop", "s2"]);
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{.State.Status}}", "s2"]).trim(),
+        "exited"
+    );
+    d.ok(&["start", "s2"]);
     d.ok(&["pause", "s2"]);
     d.ok(&["rm", "-f", "s2", "other"]);
 }

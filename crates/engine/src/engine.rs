@@ -898,7 +898,12 @@ impl Engine {
 
     async fn stop_entry(&self, entry: &Entry, sig: i32, timeout: i64) -> Result<()> {
         let mut rx = entry.phase.subscribe();
-        let _ = self.signal(entry, sig).await;
+        // A refused signal (a paused container takes only SIGKILL) leaves 2 s before
+        // SIGKILL, as Docker does.
+        let timeout = match self.signal(entry, sig).await {
+            Ok(()) => timeout,
+            Err(_) => 2,
+        };
         let stopped = |p: &Phase| !p.running;
         let waited = if timeout < 0 {
             rx.wait_for(stopped).await.map(|_| ()).map_err(|_| ())
