@@ -1,0 +1,273 @@
+//! The harness every end-to-end test file shares: a `berth daemon` on its own temporary
+//! socket, data root and exec root, driven through the real docker CLI
+//! (/usr/local/bin/docker), and cleaned up by pid on drop. Remapped daemons read account
+//! files from a temporary root (BERTH_ETC_ROOT), never the real /etc.
+//!
+//! Each test file is its own crate and uses part of this: hence `dead_code` is allowed.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const DOCKER: &str = "/usr/local/bin/docker";
+
+/// Generous: only there so that a hang fails instead of blocking CI forever.
+pub const TIMEOUT: &str = "120";
+
+/// A `berth daemon` on its own socket and roots; killed by pid and cleaned up on drop.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    pub sock: PathBuf,
+    pub etc_root: Option<PathBuf>,
+    pub remap: Option<String>,
+    pub _tmp: Option<tempfile::TempDir>,
+    /// The fake etc root of [`Daemon::remapped`], kept as long as the daemon.
+    pub _tmp_etc: Option<tempfile::TempDir>,
+}
+
+impl Daemon {
+    pub fn start(remap: Option<&str>, etc_root: Option<&Path>) -> Daemon {
+        berth_testkit::require_root();
+        let tmp = berth_testkit::tempdir("berth-e2e-");
+        let dir = tmp.path().to_path_buf();
+        let mut d = Daemon {
+            child: None,
+            sock: dir.join("docker.sock"),
+            dir,
+            etc_root: etc_root.map(Path::to_path_buf),
+            remap: remap.map(String::from),
+            _tmp: Some(tmp),
+            _tmp_etc: None,
+        };
+        d.spawn();
+        d
+    }
+
+    /// A daemon remapping to 100000:65536 through a fake etc root (user `remap`).
+    pub fn remapped() -> Daemon {
+        let etc_tmp = berth_testkit::tempdir("berth-e2e-etc-");
+        let etc = fake_etc(etc_tmp.path());
+        let mut d = Daemon::start(Some("remap"), Some(&etc));
+        d._tmp_etc = Some(etc_tmp);
+        d
+    }
+
+    pub fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.arg("daemon")
+            .arg("-H")
+            .arg(format!("unix://{}", self.sock.display()))
+            .arg("--data-root")
+            .arg(self.dir.join("data"))
+            .arg("--exec-root")
+            .arg(self.dir.join("exec"))
+            .arg("--pidfile")
+            .arg(self.dir.join("berth.pid"))
+            .arg("--config-file")
+            .arg(self.empty_config())
+            .arg("--log-level")
+            .arg("debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("daemon.log")).unwrap());
+        if let Some(r) = &self.remap {
+            cmd.arg(format!("--userns-remap={r}"));
+        }
+        match &self.etc_root {
+            Some(root) => cmd.env("BERTH_ETC_ROOT", root),
+            None => cmd.env_remove("BERTH_ETC_ROOT"),
+        };
+        self.child = Some(cmd.spawn().expect("start berth daemon"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while UnixStream::connect(&self.sock).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("berth daemon exited ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon socket never came up:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The daemon reads /etc/berth/daemon.json by default: give it an empty one of its own.
+    pub fn empty_config(&self) -> PathBuf {
+        let p = self.dir.join("daemon.json");
+        std::fs::write(&p, "{}").unwrap();
+        p
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait; SIGKILL if it does not stop.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Stops the daemon with SIGTERM (it must exit cleanly) and starts it again on the same
+    /// roots.
+    pub fn restart(&mut self) {
+        let mut child = self.child.take().expect("daemon running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "daemon exit on SIGTERM: {status}\n{}",
+            self.log()
+        );
+        assert!(!self.sock.exists(), "the daemon removes its socket");
+        self.spawn();
+    }
+
+    pub fn docker(&self, args: &[&str]) -> Output {
+        self.docker_stdin(args, None)
+    }
+
+    pub fn docker_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let host = format!("unix://{}", self.sock.display());
+        let mut cmd = Command::new("timeout");
+        cmd.arg(TIMEOUT).arg(DOCKER).arg("-H").arg(&host).args(args);
+        cmd.env_remove("DOCKER_HOST")
+            .env("DOCKER_CONFIG", self.dir.join("docker-config"));
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run docker");
+        if let Some(input) = stdin {
+            child.stdin.take().unwrap().write_all(input).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs docker and insists on success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn import_busybox(&self) {
+        let tar = berth_testkit::busybox_tar();
+        self.ok(&["import", tar.to_str().unwrap(), "busybox"]);
+        self.ok(&["tag", "busybox", "alpine"]);
+    }
+
+    /// A raw HTTP/1.1 request on the socket; returns (status, body).
+    pub fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let mut s = UnixStream::connect(&self.sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+        // Monitors outlive the daemon by design: stop the ones this daemon started (their
+        // command line names our exec root), then unmount what is left under our directory.
+        let exec = self.dir.join("exec");
+        for pid in pids_mentioning(&exec) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        unmount_under(&self.dir);
+    }
+}
+
+pub fn pids_mentioning(path: &Path) -> Vec<i32> {
+    let needle = path.to_string_lossy().into_owned();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+pub fn unmount_under(dir: &Path) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(String::from))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Account files for a remap user `remap` with 100000:65536, under a temporary root.
+pub fn fake_etc(parent: &Path) -> PathBuf {
+    let root = parent.join("etc-root");
+    let etc = root.join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(
+        etc.join("passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nremap:x:999:999::/:/bin/false\n",
+    )
+    .unwrap();
+    std::fs::write(etc.join("group"), "root:x:0:\nremap:x:999:\n").unwrap();
+    std::fs::write(etc.join("subuid"), "remap:100000:65536\n").unwrap();
+    std::fs::write(etc.join("subgid"), "remap:100000:65536\n").unwrap();
+    root
+}
