@@ -3,6 +3,9 @@
 
 use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{Date, OffsetDateTime, PrimitiveDateTime};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -312,39 +315,11 @@ fn ps_row(ct: &Value, trunc: bool, now: i64) -> Row {
 
 /// `secs` since the epoch as docker's `CreatedAt`: `2006-01-02 15:04:05 +0000 UTC`.
 pub fn format_time(secs: i64) -> String {
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} +0000 UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Howard Hinnant's days → (year, month, day) for the proleptic Gregorian calendar.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z.rem_euclid(146097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 } as i64;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
+    let fmt = format_description!("[year]-[month]-[day] [hour]:[minute]:[second] +0000 UTC");
+    OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(fmt).ok())
+        .unwrap_or_else(|| secs.to_string())
 }
 
 /// `--since`/`--until` as the API's unix seconds: a unix time, an RFC 3339 time
@@ -389,44 +364,21 @@ pub fn parse_since(s: &str, now: i64) -> anyhow::Result<String> {
         }
         return Ok((now - total as i64).to_string());
     }
-    // RFC 3339 (UTC `Z` or ±hh:mm), or a bare date.
-    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00Z"));
-    let dp: Vec<&str> = date.split('-').collect();
-    let [y, mo, d] = dp[..] else {
-        return Err(bad());
-    };
-    let (y, mo, d): (i64, u32, u32) = (
-        y.parse().map_err(|_| bad())?,
-        mo.parse().map_err(|_| bad())?,
-        d.parse().map_err(|_| bad())?,
-    );
-    let (clock, offset) = if let Some(c) = time.strip_suffix('Z') {
-        (c, 0)
-    } else if let Some(i) = time.rfind(['+', '-']) {
-        let (c, off) = time.split_at(i);
-        let sign = if off.starts_with('-') { -1 } else { 1 };
-        let (oh, om) = off[1..].split_once(':').ok_or_else(bad)?;
-        (
-            c,
-            sign * (oh.parse::<i64>().map_err(|_| bad())? * 3600
-                + om.parse::<i64>().map_err(|_| bad())? * 60),
-        )
-    } else {
-        (time, 0)
-    };
-    let cp: Vec<&str> = clock.split(':').collect();
-    let [h, mi, sec] = cp[..] else {
-        return Err(bad());
-    };
-    let sec: f64 = sec.parse().map_err(|_| bad())?;
-    let (h, mi): (i64, i64) = (
-        h.parse().map_err(|_| bad())?,
-        mi.parse().map_err(|_| bad())?,
-    );
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 {
-        return Err(bad());
-    }
-    Ok((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec as i64 - offset).to_string())
+    // RFC 3339 (UTC `Z` or ±hh:mm), a time without a zone (taken as UTC), or a bare date.
+    let t = OffsetDateTime::parse(s, &Rfc3339)
+        .or_else(|_| {
+            PrimitiveDateTime::parse(
+                s,
+                format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]"),
+            )
+            .map(PrimitiveDateTime::assume_utc)
+        })
+        .or_else(|_| {
+            Date::parse(s, format_description!("[year]-[month]-[day]"))
+                .map(|d| d.midnight().assume_utc())
+        })
+        .map_err(|_| bad())?;
+    Ok(t.unix_timestamp().to_string())
 }
 
 /// Creates the container; a missing image is pulled first, as docker does.
