@@ -20,6 +20,7 @@ pub mod layers;
 mod load;
 mod manifest;
 pub mod media;
+pub mod pipe;
 mod reference;
 pub mod registry;
 mod save;

@@ -6,6 +6,7 @@
 //! content store, not copied. Layers missing from the layer store are unpacked from the
 //! stored blobs, several at a time.
 
+use crate::pipe::ChannelReader;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -57,31 +58,6 @@ fn looks_like_layer(name: &str, head: &[u8]) -> bool {
     let tar = head.len() >= 262 && &head[257..262] == b"ustar";
     let compressed = head.starts_with(&[0x1f, 0x8b]) || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
     named && (tar || compressed)
-}
-
-/// A reader over chunks sent by the archive reader.
-struct ChannelReader {
-    rx: mpsc::Receiver<Vec<u8>>,
-    cur: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.cur.len() {
-            match self.rx.recv() {
-                Ok(c) => {
-                    self.cur = c;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
 }
 
 fn bad(msg: impl Into<String>) -> ImageError {
@@ -159,11 +135,7 @@ impl Archive {
                     if running < MAX_SPECULATIVE && looks_like_layer(&name, &buf[..head_len]) {
                         let (t, rx) = mpsc::sync_channel::<Vec<u8>>(16);
                         tx = Some(t);
-                        let reader = ChannelReader {
-                            rx,
-                            cur: Vec::new(),
-                            pos: 0,
-                        };
+                        let reader = ChannelReader::new(rx);
                         spec.push((
                             name.clone(),
                             scope.spawn(move || {

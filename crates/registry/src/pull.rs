@@ -4,6 +4,7 @@
 //! interrupted or corrupt pull leaves nothing visible; blobs already stored are not fetched.
 //! Layers are fetched a few at a time and each is unpacked as soon as it is complete.
 
+use berth_image::pipe::ChannelReader;
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
@@ -229,11 +230,7 @@ pub fn pull(
                     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(32);
                     let unpacker = unpack.then(|| {
                         s.spawn(move || -> Result<PendingLayer> {
-                            let reader = ChannelReader {
-                                rx,
-                                cur: Vec::new(),
-                                pos: 0,
-                            };
+                            let reader = ChannelReader::new(rx);
                             let (_, tar) = compress::decompress(reader).map_err(|e| {
                                 berth_image::ImageError::Archive(format!("layer {}: {e}", l.digest))
                             })?;
@@ -339,31 +336,6 @@ fn choose<'a>(
             matches(false)
         }
     })
-}
-
-/// A reader over the chunks a download sends.
-struct ChannelReader {
-    rx: mpsc::Receiver<Vec<u8>>,
-    cur: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.cur.len() {
-            match self.rx.recv() {
-                Ok(c) => {
-                    self.cur = c;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
 }
 
 /// GETs a manifest by tag or digest. Returns its digest (checked against `expected` and the
