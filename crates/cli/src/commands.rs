@@ -69,6 +69,8 @@ pub enum ClientCommand {
     Top(TopArgs),
     /// Display a live stream of container(s) resource usage statistics
     Stats(StatsArgs),
+    /// Get real time events from the server
+    Events(crate::events::EventsArgs),
     /// Rename a container
     Rename(RenameArgs),
     /// Pause all processes within one or more containers
@@ -113,6 +115,7 @@ pub fn run(host: &str, cmd: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Inspect(a) => containers::inspect(&c, a),
         ClientCommand::Top(a) => ops::top(&c, a),
         ClientCommand::Stats(a) => ops::stats(&c, a),
+        ClientCommand::Events(a) => crate::events::events(&c, a),
         ClientCommand::Rename(a) => ops::rename(&c, a),
         ClientCommand::Pause(a) => ops::pause(&c, a, "pause"),
         ClientCommand::Unpause(a) => ops::pause(&c, a, "unpause"),

@@ -13,6 +13,7 @@ mod commands;
 mod containers;
 mod cp;
 mod daemon;
+mod events;
 mod format;
 mod http;
 mod images;

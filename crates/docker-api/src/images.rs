@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use berth_engine::events::Event;
 use berth_engine::images::{ImageInfo, ImageRemoval};
 use berth_engine::{timefmt, EngineError};
 use bytes::Bytes;
@@ -97,14 +98,21 @@ pub async fn inspect(ctx: Ctx, name: &str) -> ApiResult<Response<Body>> {
 pub async fn remove(ctx: Ctx, name: &str) -> ApiResult<Response<Body>> {
     let engine = &ctx.api.engine;
     let in_use = engine.images_in_use();
+    let id = engine.images().resolve(name)?.id;
     let removed = engine
         .images()
         .remove(name, ctx.query.bool("force"), &in_use)?;
     let out: Vec<Value> = removed
         .into_iter()
         .map(|r| match r {
-            ImageRemoval::Untagged(t) => json!({"Untagged": t}),
-            ImageRemoval::Deleted(d) => json!({"Deleted": d}),
+            ImageRemoval::Untagged(t) => {
+                engine.emit(Event::new("image", "untag", id.clone()).attr("name", familiar(&t)));
+                json!({"Untagged": t})
+            }
+            ImageRemoval::Deleted(d) => {
+                engine.emit(Event::new("image", "delete", d.clone()).attr("name", d.clone()));
+                json!({"Deleted": d})
+            }
         })
         .collect();
     Ok(json_response(StatusCode::OK, &Value::Array(out)))
@@ -116,11 +124,25 @@ pub async fn tag(ctx: Ctx, name: &str) -> ApiResult<Response<Body>> {
         .get("repo")
         .filter(|r| !r.is_empty())
         .ok_or_else(|| ApiError::bad_request("repo is required"))?;
-    ctx.api
-        .engine
-        .images()
-        .tag(name, repo, ctx.query.get("tag"))?;
+    let engine = &ctx.api.engine;
+    engine.images().tag(name, repo, ctx.query.get("tag"))?;
+    let new_ref = match ctx.query.get("tag").filter(|t| !t.is_empty()) {
+        Some(t) => format!("{repo}:{t}"),
+        None => repo.to_string(),
+    };
+    let id = engine.images().resolve(&new_ref)?.id;
+    engine.emit(Event::new("image", "tag", id).attr("name", familiar(&new_ref)));
     Ok(status_only(StatusCode::CREATED))
+}
+
+/// A reference as Docker names it in events: `alpine:latest`, `user/app:1`.
+fn familiar(r: &str) -> String {
+    match berth_image::Reference::parse(r) {
+        Ok(p) if p.digest().is_none() => {
+            format!("{}:{}", p.familiar_name(), p.tag().unwrap_or("latest"))
+        }
+        _ => r.to_string(),
+    }
 }
 
 /// Streams one JSON message, as Docker's progress streams carry them.
@@ -181,12 +203,16 @@ pub async fn create(ctx: Ctx) -> ApiResult<Response<Body>> {
         .filter(|m| !m.is_empty())
         .map(String::from);
     let engine = ctx.api.engine.clone();
+    let name = reference.clone();
+    let events = engine.clone();
     let img = with_body(ctx, move |r| {
         engine
             .images()
             .import(r, reference.as_deref(), changes, msg)
     })
     .await?;
+    let ev = Event::new("image", "import", img.id.clone());
+    events.emit(ev.attr("name", name.unwrap_or_else(|| img.id.clone())));
     let (tx, rx) = mpsc::channel(1);
     let _ = tx.send(message(json!({"status": img.id}))).await;
     Ok(json_stream(rx))
@@ -194,9 +220,12 @@ pub async fn create(ctx: Ctx) -> ApiResult<Response<Body>> {
 
 pub async fn load(ctx: Ctx) -> ApiResult<Response<Body>> {
     let engine = ctx.api.engine.clone();
+    let events = engine.clone();
     let loaded = with_body(ctx, move |r| engine.images().load(r)).await?;
     let (tx, rx) = mpsc::channel(loaded.len().max(1) * 2);
     for (id, refs) in loaded {
+        let name = refs.first().cloned().unwrap_or_else(|| id.clone());
+        events.emit(Event::new("image", "load", id.clone()).attr("name", name));
         if refs.is_empty() {
             let _ = tx
                 .send(message(

@@ -9,7 +9,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::body::{json_response, Body};
 use crate::error::{ApiError, ApiResult};
 use crate::query::Query;
-use crate::{archive, attach, containers, exec, images, ops, registry, system, volumes, Api};
+use crate::{
+    archive, attach, containers, events, exec, images, ops, registry, system, volumes, Api,
+};
 
 /// The API version berth speaks, and the oldest it accepts.
 pub const API_VERSION: (u32, u32) = (1, 47);
@@ -108,6 +110,7 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> ApiResult<Response<Body
         (&M::GET | &M::HEAD, ["_ping"]) => Ok(system::ping(&method)),
         (&M::GET, ["version"]) => system::version(ctx).await,
         (&M::GET, ["info"]) => system::info(ctx).await,
+        (&M::GET, ["events"]) => events::events(ctx).await,
 
         (&M::POST, ["containers", "create"]) => containers::create(ctx).await,
         (&M::GET, ["containers", "json"]) => containers::list(ctx).await,

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::container::{ContainerConfig, ContainerRecord, HostConfig, State, Status, Ulimit};
 use crate::error::{EngineError, Result};
+use crate::events::Event;
 use crate::images::Images;
 use crate::logs::{self, Stream};
 use crate::monitor::{MonitorConfig, CONFIG_FILE};
@@ -158,6 +159,7 @@ pub(crate) struct Inner {
     containers: Mutex<BTreeMap<String, Arc<Entry>>>,
     pub(crate) images: Images,
     pub(crate) execs: Mutex<BTreeMap<String, Arc<crate::exec::ExecEntry>>>,
+    pub(crate) events: crate::events::EventHub,
     /// Held for the daemon's lifetime: one daemon per data root.
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
@@ -203,6 +205,7 @@ impl Engine {
                 containers: Mutex::new(BTreeMap::new()),
                 images,
                 execs: Mutex::new(BTreeMap::new()),
+                events: Default::default(),
                 _lock: lock,
             }),
         };
@@ -220,6 +223,10 @@ impl Engine {
 
     pub fn images(&self) -> &Images {
         &self.inner.images
+    }
+
+    pub fn events(&self) -> &crate::events::EventHub {
+        &self.inner.events
     }
 
     fn paths(&self, id: &str) -> Paths {
@@ -457,6 +464,7 @@ impl Engine {
             return Err(e);
         }
         tracing::info!(id = %id, name = %entry.record().name, "container created");
+        self.emit(Event::container(&entry.record(), "create"));
         Ok((id, warnings))
     }
 
@@ -549,6 +557,7 @@ impl Engine {
         })?;
         entry.phase.send_modify(|p| p.running = true);
         tracing::info!(id = %entry.id, pid, "container started");
+        self.emit(Event::container(&entry.record(), "start"));
         Ok(())
     }
 
@@ -754,6 +763,9 @@ impl Engine {
         } else if let Err(e) = entry.update(set_exited) {
             tracing::error!(id = %entry.id, error = %e, "saving the container's exit");
         }
+        self.emit(
+            Event::container(&entry.record(), "die").attr("exitCode", status.exit_code.to_string()),
+        );
         entry.phase.send_modify(|p| {
             p.running = false;
             p.exits += 1;
@@ -793,6 +805,7 @@ impl Engine {
             )));
         }
         entry.io().subscribers.push(tx);
+        self.emit(Event::container(&rec, "attach"));
         Ok(rx)
     }
 
@@ -847,7 +860,9 @@ impl Engine {
             Some(s) => parse_signal(s)?,
             None => libc::SIGKILL,
         };
-        self.signal(&entry, sig).await
+        self.signal(&entry, sig).await?;
+        self.emit(Event::container(&entry.record(), "kill").attr("signal", sig.to_string()));
+        Ok(())
     }
 
     async fn signal(&self, entry: &Entry, sig: i32) -> Result<()> {
@@ -893,7 +908,10 @@ impl Engine {
             None => libc::SIGTERM,
         };
         let timeout = timeout.or(rec.config.stop_timeout).unwrap_or(10);
-        self.stop_entry(&entry, sig, timeout).await
+        self.emit(Event::container(&rec, "kill").attr("signal", sig.to_string()));
+        self.stop_entry(&entry, sig, timeout).await?;
+        self.emit(Event::container(&entry.record(), "stop"));
+        Ok(())
     }
 
     async fn stop_entry(&self, entry: &Entry, sig: i32, timeout: i64) -> Result<()> {
@@ -994,6 +1012,7 @@ impl Engine {
             .retain(|_, x| x.container_id != entry.id);
         entry.phase.send_modify(|p| p.removed = true);
         tracing::info!(id = %entry.id, "container removed");
+        self.emit(Event::container(&rec, "destroy"));
 
         // Unmounting and deleting files is cleanup nobody waits for.
         let volumes: Vec<String> = if volumes {

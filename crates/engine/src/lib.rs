@@ -11,6 +11,7 @@ pub mod archive;
 pub mod container;
 mod engine;
 pub mod error;
+pub mod events;
 pub mod exec;
 mod filters;
 pub mod images;

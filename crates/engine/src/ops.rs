@@ -196,6 +196,8 @@ impl Engine {
             )));
         }
         entry.update(|r| r.name = new)?;
+        let ev = crate::events::Event::container(&entry.record(), "rename");
+        self.emit(ev.attr("oldName", format!("/{old}")));
         Ok(())
     }
 
@@ -205,6 +207,7 @@ impl Engine {
         let (rt, id) = (self.runtime(), entry.id.clone());
         Self::blocking(move || rt.pause(&id)).await?;
         entry.update(|r| r.state.status = Status::Paused)?;
+        self.emit(crate::events::Event::container(&entry.record(), "pause"));
         Ok(())
     }
 
@@ -224,6 +227,7 @@ impl Engine {
                 r.state.status = Status::Running;
             }
         })?;
+        self.emit(crate::events::Event::container(&entry.record(), "unpause"));
         Ok(())
     }
 
