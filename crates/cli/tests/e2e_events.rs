@@ -186,3 +186,65 @@ fn live_stream_sees_a_start_and_images_tag_untag() {
     );
     assert_eq!(line.lines().count(), 1, "{out}");
 }
+
+#[test]
+fn exec_and_volume_events() {
+    let d = Daemon::start(None, None);
+    d.import_busybox();
+    let t0 = now();
+    d.ok(&["run", "-d", "--name", "ex", "busybox", "sleep", "1000"]);
+    let o = d.docker(&["exec", "ex", "sh", "-c", "exit 3"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    d.ok(&["rm", "-f", "ex"]);
+    d.ok(&["volume", "create", "evvol"]);
+    d.ok(&["volume", "rm", "evvol"]);
+    let t1 = now();
+    let out = d.ok(&[
+        "events",
+        "--since",
+        &t0,
+        "--until",
+        &t1,
+        "--filter",
+        "container=ex",
+        "--filter",
+        "event=exec_create",
+        "--filter",
+        "event=exec_start",
+        "--filter",
+        "event=exec_die",
+        "--format",
+        "{{json .}}",
+    ]);
+    let evs = json_lines(&out);
+    assert_eq!(
+        actions(&evs),
+        [
+            "exec_create: sh -c exit 3",
+            "exec_start: sh -c exit 3",
+            "exec_die"
+        ],
+        "{out}"
+    );
+    assert_eq!(evs[2]["Actor"]["Attributes"]["exitCode"], "3", "{out}");
+    let exec_id = &evs[0]["Actor"]["Attributes"]["execID"];
+    assert!(evs
+        .iter()
+        .all(|e| &e["Actor"]["Attributes"]["execID"] == exec_id));
+    let out = d.ok(&[
+        "events",
+        "--since",
+        &t0,
+        "--until",
+        &t1,
+        "--filter",
+        "volume=evvol",
+        "--format",
+        "{{.Type}} {{.Action}} {{.Actor.ID}}",
+    ]);
+    assert_eq!(
+        out.trim(),
+        "volume create evvol\nvolume destroy evvol",
+        "{out}"
+    );
+}

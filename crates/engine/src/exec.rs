@@ -2,6 +2,7 @@
 //! (`berth monitor DIR` with an exec config), so that it is a child of a single-threaded
 //! process as the runtime requires, and its output reaches the client that started it.
 
+use crate::events::Event;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
@@ -88,6 +89,8 @@ impl Engine {
             ));
         }
         let id = names::new_id()?;
+        let action = format!("exec_create: {}", request.cmd.join(" "));
+        self.emit(Event::container(&rec, action).attr("execID", id.clone()));
         let exec = Arc::new(ExecEntry {
             id: id.clone(),
             container_id: rec.id,
@@ -180,6 +183,7 @@ impl Engine {
         let exec2 = exec.clone();
         let conn2 = conn.clone();
         let exit_file = mon.exit_file.clone();
+        let (engine, rec2) = (self.clone(), rec.clone());
         tokio::spawn(async move {
             let mut status = None;
             loop {
@@ -233,10 +237,14 @@ impl Engine {
                 st.running = false;
                 st.exit_code = Some(code);
             }
+            let die = Event::container(&rec2, "exec_die").attr("execID", exec2.id.clone());
+            engine.emit(die.attr("exitCode", code.to_string()));
             *exec2.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
             drop(out_tx);
         });
 
+        let action = format!("exec_start: {}", exec.request.cmd.join(" "));
+        self.emit(Event::container(&rec, action).attr("execID", exec_id));
         conn.send(Kind::Start, b"")
             .await
             .map_err(|e| EngineError::System(format!("talking to the exec monitor: {e}")))?;

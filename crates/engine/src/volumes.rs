@@ -268,6 +268,8 @@ impl Engine {
             owner,
         )?;
         view.ref_count = self.volume_users(&name).len();
+        let ev = crate::events::Event::new("volume", "create", name.clone());
+        self.emit(ev.attr("driver", view.record.driver.clone()));
         Ok(view)
     }
 
@@ -328,7 +330,9 @@ impl Engine {
             )));
         }
         let dir = volumes_dir(self.data_root()).join(name);
-        std::fs::remove_dir_all(&dir).map_err(|e| EngineError::io("remove", dir, e))
+        std::fs::remove_dir_all(&dir).map_err(|e| EngineError::io("remove", dir, e))?;
+        self.emit(crate::events::Event::new("volume", "destroy", name));
+        Ok(())
     }
 
     /// `POST /volumes/prune`: removes unused volumes — anonymous ones only, unless the
