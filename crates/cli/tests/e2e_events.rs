@@ -195,6 +195,7 @@ fn exec_and_volume_events() {
     d.ok(&["run", "-d", "--name", "ex", "busybox", "sleep", "1000"]);
     let o = d.docker(&["exec", "ex", "sh", "-c", "exit 3"]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let image_id = d.ok(&["commit", "ex", "evimg"]);
     d.ok(&["rm", "-f", "ex"]);
     d.ok(&["volume", "create", "evvol"]);
     d.ok(&["volume", "rm", "evvol"]);
@@ -231,6 +232,20 @@ fn exec_and_volume_events() {
     assert!(evs
         .iter()
         .all(|e| &e["Actor"]["Attributes"]["execID"] == exec_id));
+    let out = d.ok(&[
+        "events",
+        "--since",
+        &t0,
+        "--until",
+        &t1,
+        "--filter",
+        "container=ex",
+        "--filter",
+        "event=commit",
+        "--format",
+        "{{.Actor.Attributes.imageID}}",
+    ]);
+    assert_eq!(out.trim(), image_id.trim());
     let out = d.ok(&[
         "events",
         "--since",

@@ -5,6 +5,7 @@
 
 use std::sync::OnceLock;
 
+use berth_engine::events::Event;
 use berth_image::Reference;
 use berth_registry::{
     Credentials, PlatformSpec, Progress, PullOptions, PushOptions, RegistryError, RegistryOptions,
@@ -180,6 +181,8 @@ pub async fn pull(ctx: Ctx, from_image: &str) -> ApiResult<Response<Body>> {
         for t in &targets {
             let r = berth_registry::pull(engine.images().store(), t, &opts, progress)?;
             updated |= r.updated;
+            let name = format!("{}:{}", t.familiar_name(), t.tag().unwrap_or("latest"));
+            engine.emit(Event::new("image", "pull", name.clone()).attr("name", name));
             progress(Progress {
                 id: None,
                 status: format!("Digest: {}", r.digest),
@@ -250,6 +253,8 @@ pub async fn push(ctx: Ctx, name: &str) -> ApiResult<Response<Body>> {
         for t in &targets {
             let r =
                 berth_registry::push(engine.images().store(), &t.canonical(), t, &opts, progress)?;
+            let name = format!("{}:{}", t.familiar_name(), t.tag().unwrap_or("latest"));
+            engine.emit(Event::new("image", "push", name.clone()).attr("name", name));
             progress(Progress {
                 id: None,
                 status: format!("{}: digest: {} size: {}", r.tag, r.digest, r.size),

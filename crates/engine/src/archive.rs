@@ -544,6 +544,8 @@ impl Engine {
             .store()
             .commit_layer(&rec.image_id, &mut file, opts)
             .map_err(crate::images::image_error)?;
+        let ev = crate::events::Event::container(&rec, "commit");
+        self.emit(ev.attr("imageID", img.id.to_string()));
         Ok(img.id.to_string())
     }
 }
