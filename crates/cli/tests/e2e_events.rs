@@ -148,6 +148,8 @@ fn live_stream_sees_a_start_and_images_tag_untag() {
     let t0 = now();
     d.ok(&["tag", "busybox", "ev/tagged:1"]);
     d.ok(&["rmi", "ev/tagged:1"]);
+    let saved = d.dir.join("saved.tar");
+    d.ok(&["save", "-o", saved.to_str().unwrap(), "busybox"]);
     let t1 = now();
     let out = d.ok(&[
         "events",
@@ -161,12 +163,20 @@ fn live_stream_sees_a_start_and_images_tag_untag() {
         "{{json .}}",
     ]);
     let evs = json_lines(&out);
-    assert_eq!(actions(&evs), ["tag", "untag"], "{out}");
+    assert_eq!(actions(&evs), ["tag", "untag", "save"], "{out}");
     let id = d.ok(&["inspect", "-f", "{{.Id}}", "busybox"]);
     for e in &evs {
         assert_eq!(e["Actor"]["ID"], id.trim(), "{e}");
-        assert_eq!(e["Actor"]["Attributes"]["name"], "ev/tagged:1", "{e}");
     }
+    let names: Vec<&str> = evs
+        .iter()
+        .map(|e| e["Actor"]["Attributes"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["ev/tagged:1", "ev/tagged:1", "busybox:latest"],
+        "{out}"
+    );
     d.ok(&["rm", "live"]);
 
     // berth's own client: Docker's default line.

@@ -254,8 +254,9 @@ pub async fn save(ctx: Ctx, name: Option<String>) -> ApiResult<Response<Body>> {
         return Err(ApiError::bad_request("no image names given"));
     }
     let engine = ctx.api.engine.clone();
+    let mut ids = Vec::new();
     for n in &names {
-        engine.images().resolve(n)?;
+        ids.push((engine.images().resolve(n)?.id, familiar(n)));
     }
     let (tx, rx) = mpsc::channel(8);
     tokio::task::spawn_blocking(move || {
@@ -264,6 +265,10 @@ pub async fn save(ctx: Ctx, name: Option<String>) -> ApiResult<Response<Body>> {
         if let Err(e) = engine.images().save(&refs, &mut out) {
             tracing::warn!(error = %e, "image save failed midway; cutting the response");
             out.fail(std::io::Error::other(e.to_string()));
+            return;
+        }
+        for (id, name) in ids {
+            engine.emit(Event::new("image", "save", id).attr("name", name));
         }
     });
     let mut resp = Response::new(fallible_channel(rx));
