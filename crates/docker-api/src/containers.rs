@@ -159,7 +159,7 @@ fn inspect_json(view: &ContainerView) -> Value {
         "HostsPath": view.hosts_path,
         "LogPath": view.log_path,
         "Name": format!("/{}", rec.name),
-        "RestartCount": 0,
+        "RestartCount": st.restart_count,
         "Driver": "overlay",
         "Platform": "linux",
         "MountLabel": "",

@@ -214,6 +214,16 @@ pub struct State {
     pub started_at: String,
     pub finished_at: String,
     pub oom_killed: bool,
+    /// Restarts by the restart policy since the user last started the container.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// The user stopped or killed it: the restart policy is off (moby's
+    /// HasBeenManuallyStopped).
+    #[serde(default)]
+    pub manually_stopped: bool,
+    /// The delay before the last restart (backoff), in milliseconds.
+    #[serde(default)]
+    pub restart_delay_ms: u64,
 }
 
 impl Default for State {
@@ -226,6 +236,9 @@ impl Default for State {
             started_at: ZERO_TIME.into(),
             finished_at: ZERO_TIME.into(),
             oom_killed: false,
+            restart_count: 0,
+            manually_stopped: false,
+            restart_delay_ms: 0,
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::images::Images;
 use crate::logs::{self, Stream};
 use crate::monitor::{MonitorConfig, CONFIG_FILE};
 use crate::proto::{self, ExitStatus, Kind};
+use crate::restart;
 use crate::signal::parse_signal;
 use crate::store::{self, Paths};
 use crate::{filters, mounts, names, policy, setup, spec, timefmt};
@@ -214,6 +215,7 @@ impl Engine {
             let entry = engine.insert_entry(rec);
             engine.recover(&entry).await;
         }
+        engine.restart_on_daemon_start();
         Ok(engine)
     }
 
@@ -288,6 +290,64 @@ impl Engine {
                 });
             }
         }
+    }
+
+    /// Starts again, as their restart policies say, the containers that ended while the
+    /// daemon was away (or were waiting to restart when it stopped).
+    fn restart_on_daemon_start(&self) {
+        let entries: Vec<Arc<Entry>> = self.containers().values().cloned().collect();
+        for entry in entries {
+            let rec = entry.record();
+            let s = &rec.state;
+            let ended = matches!(s.status, Status::Exited | Status::Restarting)
+                && s.started_at != timefmt::ZERO_TIME;
+            let policy = &rec.host_config.restart_policy;
+            if ended
+                && restart::on_daemon_start(
+                    policy,
+                    s.exit_code,
+                    s.manually_stopped,
+                    s.restart_count,
+                )
+            {
+                let res = entry.update(|r| {
+                    r.state.status = Status::Restarting;
+                    r.state.manually_stopped = false;
+                });
+                if res.is_ok() {
+                    self.schedule_restart(entry, Duration::ZERO);
+                }
+            }
+        }
+    }
+
+    /// Starts `entry` again after `delay`, unless the user stopped, started or removed it
+    /// meanwhile.
+    fn schedule_restart(&self, entry: Arc<Entry>, delay: Duration) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            tracing::info!(id = %entry.id, "restarting the container (restart policy)");
+            if let Err(e) = engine.start_entry(entry.clone(), true).await {
+                tracing::warn!(id = %entry.id, error = %e, "restart by policy failed");
+            }
+        });
+    }
+
+    /// The user stops or kills the container: its restart policy is off until the user
+    /// starts it again (moby's rule). Returns true if it was only waiting to restart: it is
+    /// now exited, with nothing to signal.
+    fn stopped_by_user(&self, entry: &Entry) -> Result<bool> {
+        entry.update(|r| {
+            let waiting = r.state.status == Status::Restarting;
+            if waiting || r.is_running() {
+                r.state.manually_stopped = true;
+            }
+            if waiting {
+                r.state.status = Status::Exited;
+            }
+            waiting
+        })
     }
 
     /// Removes what the runtime keeps of container `id` (its cgroups and state directory),
@@ -472,8 +532,24 @@ impl Engine {
 
     pub async fn start(&self, name_or_id: &str) -> Result<()> {
         let entry = self.lookup(name_or_id)?;
+        self.start_entry(entry, false).await
+    }
+
+    /// Starts `entry` for the user (which forgets earlier restarts and stops) or, with
+    /// `by_policy`, for its restart policy: then only if it still waits to restart.
+    async fn start_entry(&self, entry: Arc<Entry>, by_policy: bool) -> Result<()> {
         let op = entry.op.lock().await;
         let rec = entry.record();
+        if by_policy && (rec.state.status != Status::Restarting || rec.state.manually_stopped) {
+            return Ok(());
+        }
+        if !by_policy {
+            entry.update(|r| {
+                r.state.manually_stopped = false;
+                r.state.restart_count = 0;
+                r.state.restart_delay_ms = 0;
+            })?;
+        }
         match rec.state.status {
             Status::Running | Status::Paused => {
                 return Err(EngineError::NotModified("container already started".into()))
@@ -493,7 +569,7 @@ impl Engine {
             let msg = e.to_string();
             let _ = entry.update(|r| {
                 r.state.error = msg;
-                if r.state.status == Status::Running {
+                if matches!(r.state.status, Status::Running | Status::Restarting) {
                     r.state.status = Status::Exited;
                 }
             });
@@ -749,8 +825,14 @@ impl Engine {
             }
             io.subscribers.clear();
         }
+        let restart_delay = restart_delay(&entry.record(), status.exit_code);
         let set_exited = |r: &mut ContainerRecord| {
             r.state.status = Status::Exited;
+            if let Some(delay) = restart_delay {
+                r.state.status = Status::Restarting;
+                r.state.restart_count += 1;
+                r.state.restart_delay_ms = delay.as_millis() as u64;
+            }
             r.state.pid = 0;
             r.state.exit_code = status.exit_code;
             r.state.finished_at = status.finished_at.clone();
@@ -783,6 +865,9 @@ impl Engine {
             }
         }
         drop(op);
+        if let Some(delay) = restart_delay {
+            self.schedule_restart(entry.clone(), delay);
+        }
         if auto_remove {
             if let Err(e) = self.remove(&entry.id, true, true).await {
                 tracing::warn!(id = %entry.id, error = %e, "auto-removing the container");
@@ -860,6 +945,9 @@ impl Engine {
             Some(s) => parse_signal(s)?,
             None => libc::SIGKILL,
         };
+        if self.stopped_by_user(&entry)? {
+            return Ok(());
+        }
         self.signal(&entry, sig).await?;
         self.emit(Event::container(&entry.record(), "kill").attr("signal", sig.to_string()));
         Ok(())
@@ -894,6 +982,9 @@ impl Engine {
         signal: Option<&str>,
     ) -> Result<()> {
         let entry = self.lookup(name_or_id)?;
+        if self.stopped_by_user(&entry)? {
+            return Ok(());
+        }
         let rec = entry.record();
         if !rec.is_running() {
             return Err(EngineError::NotModified("container already stopped".into()));
@@ -1212,6 +1303,18 @@ pub(crate) enum MonitorFailure {
 async fn connect_monitor(socket: &Path) -> std::io::Result<UnixStream> {
     let p = store::SocketPath::new(socket)?;
     UnixStream::connect(p.path()).await
+}
+
+/// How long to wait before the restart policy starts `rec` again after it exited with
+/// `exit_code`; `None`: it stays exited.
+fn restart_delay(rec: &ContainerRecord, exit_code: i32) -> Option<Duration> {
+    let s = &rec.state;
+    let policy = &rec.host_config.restart_policy;
+    if !restart::after_exit(policy, exit_code, s.manually_stopped, s.restart_count) {
+        return None;
+    }
+    let previous = Duration::from_millis(s.restart_delay_ms);
+    Some(restart::next_delay(previous, timefmt::since(&s.started_at)))
 }
 
 fn read_exit_file(paths: &Paths) -> ExitStatus {

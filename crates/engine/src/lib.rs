@@ -24,6 +24,7 @@ mod netns;
 pub mod ops;
 pub mod policy;
 pub mod proto;
+pub mod restart;
 pub mod seccomp;
 mod serde_util;
 mod setup;

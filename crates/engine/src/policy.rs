@@ -55,11 +55,8 @@ pub fn check(host: &HostConfig, daemon_maps: Option<&UsernsMaps>) -> Result<Opti
             ))
         }
     }
-    if !matches!(host.restart_policy.name.as_str(), "" | "no") {
-        return Err(EngineError::NotImplemented(format!(
-            "restart policy {:?} is not supported yet: use \"no\"",
-            host.restart_policy.name
-        )));
+    if let Err(msg) = crate::restart::validate(&host.restart_policy, host.auto_remove) {
+        return invalid(msg);
     }
     if host.port_bindings.values().any(|v| !v.is_null()) {
         return invalid(
