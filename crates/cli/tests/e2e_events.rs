@@ -208,6 +208,7 @@ fn exec_and_volume_events() {
     let image_id = d.ok(&["commit", "ex", "evimg"]);
     d.ok(&["rm", "-f", "ex"]);
     d.ok(&["volume", "create", "evvol"]);
+    d.ok(&["run", "--rm", "-v", "evvol:/data:ro", "busybox", "true"]);
     d.ok(&["volume", "rm", "evvol"]);
     let t1 = now();
     let out = d.ok(&[
@@ -269,7 +270,7 @@ fn exec_and_volume_events() {
     ]);
     assert_eq!(
         out.trim(),
-        "volume create evvol\nvolume destroy evvol",
+        "volume create evvol\nvolume mount evvol\nvolume destroy evvol",
         "{out}"
     );
 }

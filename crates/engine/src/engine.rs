@@ -633,7 +633,17 @@ impl Engine {
         })?;
         entry.phase.send_modify(|p| p.running = true);
         tracing::info!(id = %entry.id, pid, "container started");
-        self.emit(Event::container(&entry.record(), "start"));
+        let rec = entry.record();
+        for m in rec.mounts.iter().filter(|m| m.kind == "volume") {
+            let ev = Event::new("volume", "mount", m.name.clone())
+                .attr("container", rec.id.clone())
+                .attr("destination", m.destination.clone())
+                .attr("driver", "local")
+                .attr("propagation", m.propagation.clone())
+                .attr("read/write", (!m.read_only).to_string());
+            self.emit(ev);
+        }
+        self.emit(Event::container(&rec, "start"));
         Ok(())
     }
 
