@@ -129,6 +129,30 @@ impl Daemon {
 
     /// Stops the daemon with SIGTERM (it must exit cleanly) and starts it again on the same
     /// roots.
+    /// Removes every container through the daemon and waits (bounded) for their monitors to
+    /// finish, so that the real cleanup runs (root, runtime state, cgroups) before the test
+    /// kills what is left.
+    pub fn remove_all_containers(&self) {
+        let Some(daemon) = self.child.as_ref().map(Child::id) else {
+            return;
+        };
+        let out = self.docker(&["ps", "-aq"]);
+        let ids = String::from_utf8_lossy(&out.stdout).into_owned();
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids);
+            let _ = self.docker(&args);
+        }
+        let exec = self.dir.join("exec");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline
+            && pids_mentioning(&exec).iter().any(|&p| p != daemon as i32)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn restart(&mut self) {
         let mut child = self.child.take().expect("daemon running");
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -210,6 +234,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        self.remove_all_containers();
         self.stop();
         // Monitors outlive the daemon by design: stop the ones this daemon started (their
         // command line names our exec root), then unmount what is left under our directory.
