@@ -39,7 +39,7 @@ impl From<EngineError> for ApiError {
             EngineError::Conflict(_) => StatusCode::CONFLICT,
             EngineError::InvalidParameter(_) => StatusCode::BAD_REQUEST,
             EngineError::NotModified(_) => StatusCode::NOT_MODIFIED,
-            EngineError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            EngineError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             EngineError::Io { .. } | EngineError::System(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())

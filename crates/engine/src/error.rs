@@ -17,9 +17,9 @@ pub enum EngineError {
     /// Nothing to do: already started, already stopped.
     #[error("{0}")]
     NotModified(String),
-    /// A known option berth does not implement yet.
+    /// A known Docker option berth refuses (answered 501, as Docker answers what it lacks).
     #[error("{0}")]
-    NotImplemented(String),
+    Unsupported(String),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,

@@ -24,7 +24,7 @@ pub fn check(host: &HostConfig, daemon_maps: Option<&UsernsMaps>) -> Result<Opti
         "" | "default" | "bridge" | "none" => false,
         "host" => true,
         m if m.starts_with("container:") => {
-            return Err(EngineError::NotImplemented(format!(
+            return Err(EngineError::Unsupported(format!(
                 "network mode {m:?} is not supported yet: use none, host or the default"
             )))
         }
@@ -64,7 +64,7 @@ pub fn check(host: &HostConfig, daemon_maps: Option<&UsernsMaps>) -> Result<Opti
         );
     }
     if host.init == Some(true) {
-        return Err(EngineError::NotImplemented(
+        return Err(EngineError::Unsupported(
             "--init is not supported yet: berth ships no init binary; run your own init as the entrypoint".into(),
         ));
     }

@@ -236,7 +236,7 @@ impl Engine {
         // The local driver's mount options (type/device/o) would mount a file system at
         // `_data`; berth does not do that yet, so refuse rather than ignore them.
         if let Some(k) = req.driver_opts.keys().next() {
-            return Err(EngineError::NotImplemented(format!(
+            return Err(EngineError::Unsupported(format!(
                 "volume driver option {k:?} is not supported by berth's local driver yet; create the volume without -o"
             )));
         }
