@@ -114,6 +114,18 @@ pub(crate) struct MonitorConn {
 }
 
 impl MonitorConn {
+    /// Answers the `start` waiting on this monitor (once; later answers are dropped).
+    pub(crate) fn reply_start(&self, result: std::result::Result<(), String>) {
+        let tx = self
+            .start_reply
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(tx) = tx {
+            let _ = tx.send(result);
+        }
+    }
+
     pub(crate) async fn send(&self, kind: Kind, payload: &[u8]) -> std::io::Result<()> {
         let mut w = self.writer.lock().await;
         w.write_all(&proto::encode(kind, payload)).await
@@ -768,25 +780,9 @@ impl Engine {
                             .subscribers
                             .retain(|s| s.send(out.clone()).is_ok());
                     }
-                    Ok(Some((Kind::Started, _))) => {
-                        if let Some(tx) = conn2
-                            .start_reply
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .take()
-                        {
-                            let _ = tx.send(Ok(()));
-                        }
-                    }
+                    Ok(Some((Kind::Started, _))) => conn2.reply_start(Ok(())),
                     Ok(Some((Kind::Error, msg))) => {
-                        if let Some(tx) = conn2
-                            .start_reply
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .take()
-                        {
-                            let _ = tx.send(Err(String::from_utf8_lossy(&msg).into_owned()));
-                        }
+                        conn2.reply_start(Err(String::from_utf8_lossy(&msg).into_owned()))
                     }
                     Ok(Some((Kind::Exit, json))) => {
                         status = serde_json::from_slice::<ExitStatus>(&json).ok();

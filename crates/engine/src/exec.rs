@@ -196,25 +196,9 @@ impl Engine {
                         };
                         let _ = out_tx.send(Output { stream, data });
                     }
-                    Ok(Some((Kind::Started, _))) => {
-                        if let Some(tx) = conn2
-                            .start_reply
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .take()
-                        {
-                            let _ = tx.send(Ok(()));
-                        }
-                    }
+                    Ok(Some((Kind::Started, _))) => conn2.reply_start(Ok(())),
                     Ok(Some((Kind::Error, msg))) => {
-                        if let Some(tx) = conn2
-                            .start_reply
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .take()
-                        {
-                            let _ = tx.send(Err(String::from_utf8_lossy(&msg).into_owned()));
-                        }
+                        conn2.reply_start(Err(String::from_utf8_lossy(&msg).into_owned()))
                     }
                     Ok(Some((Kind::Exit, json))) => {
                         status = serde_json::from_slice::<ExitStatus>(&json).ok();
