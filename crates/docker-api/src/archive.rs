@@ -3,7 +3,8 @@
 //! The engine does the work (berth_engine::archive); this translates.
 
 use base64::Engine as _;
-use berth_engine::archive::{CommitRequest, PathStat};
+use berth_engine::archive::PathStat;
+use berth_engine::commit::CommitRequest;
 use bytes::Bytes;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};

@@ -1,5 +1,4 @@
-//! A container's files seen from outside: the archive API (`docker cp`), `export`, `diff`
-//! and `commit`.
+//! A container's files seen from outside: the archive API (`docker cp`) and `export`.
 //!
 //! Paths given by a client are resolved inside the container's root with
 //! `openat2(RESOLVE_IN_ROOT)`: symlinks (absolute or with `..`) are followed as the container
@@ -11,20 +10,17 @@
 //!
 //! A stopped container's root is mounted for the operation and unmounted after.
 
-use std::ffi::{CStr, CString, OsStr};
-use std::fs::File;
+use std::ffi::OsStr;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, OwnedFd};
 
-use berth_idmap::UsernsMaps;
-use berth_image::CommitOptions;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
 
 use crate::container::ContainerRecord;
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
+use crate::fsat::{io_sys, proc_path, sys};
+use crate::tarwalk::TarWalk;
 
 /// `X-Docker-Container-Path-Stat`: what a path in a container is.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -38,48 +34,6 @@ pub struct PathStat {
     /// For a symlink, the path it resolves to inside the container.
     #[serde(rename = "linkTarget")]
     pub link_target: String,
-}
-
-/// One entry of `docker diff`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    pub path: String,
-    /// 0 modified, 1 added, 2 deleted (Docker's numbering).
-    pub kind: u8,
-}
-
-/// `POST /commit`.
-#[derive(Debug, Clone, Default)]
-pub struct CommitRequest {
-    pub container: String,
-    pub reference: Option<String>,
-    pub comment: Option<String>,
-    pub author: Option<String>,
-    pub changes: Vec<String>,
-}
-
-fn sys(
-    what: &'static str,
-    path: impl Into<PathBuf>,
-) -> impl FnOnce(rustix::io::Errno) -> EngineError {
-    let path = path.into();
-    move |e| EngineError::io(what, path, e.into())
-}
-
-fn io_sys(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> EngineError {
-    let path = path.into();
-    move |e| EngineError::io(what, path, e)
-}
-
-/// Host ids to the container's ids (the overflow id for ids outside the map).
-fn to_container(maps: Option<&UsernsMaps>, uid: u32, gid: u32) -> (u32, u32) {
-    match maps {
-        None => (uid, gid),
-        Some(m) => (
-            m.uid.to_container_or_overflow(uid),
-            m.gid.to_container_or_overflow(gid),
-        ),
-    }
 }
 
 /// Resolves `path` inside `root`; with `follow_last` false a final symlink is not followed.
@@ -129,15 +83,6 @@ fn resolve(root: &OwnedFd, path: &str, follow_last: bool) -> Result<OwnedFd> {
     .map_err(not_found)
 }
 
-fn proc_path(fd: BorrowedFd<'_>) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-}
-
-/// Reopens an `O_PATH` descriptor for reading.
-fn reopen(fd: BorrowedFd<'_>, flags: OFlags) -> rustix::io::Result<OwnedFd> {
-    rfs::open(proc_path(fd), flags | OFlags::CLOEXEC, Mode::empty())
-}
-
 /// Go's `os.FileMode` of a stat.
 fn go_mode(st: &Stat) -> u32 {
     let mut m = st.st_mode & 0o777;
@@ -171,148 +116,6 @@ fn base_name(path: &str) -> String {
         Some(n) if !n.is_empty() && n != "." => n.to_string(),
         _ => "/".to_string(),
     }
-}
-
-/// Writes trees into a tar, owners translated.
-struct TarWalk<W: Write> {
-    tar: tar::Builder<W>,
-    maps: Option<UsernsMaps>,
-    /// Overlayfs whiteouts become OCI `.wh.` entries (for commit).
-    whiteouts: bool,
-}
-
-impl<W: Write> TarWalk<W> {
-    fn new(out: W, maps: Option<UsernsMaps>, whiteouts: bool) -> Self {
-        let mut tar = tar::Builder::new(out);
-        tar.mode(tar::HeaderMode::Complete);
-        TarWalk {
-            tar,
-            maps,
-            whiteouts,
-        }
-    }
-
-    fn header(&self, st: &Stat, kind: tar::EntryType) -> tar::Header {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(st.st_mode & 0o7777);
-        let (uid, gid) = to_container(self.maps.as_ref(), st.st_uid, st.st_gid);
-        h.set_uid(uid.into());
-        h.set_gid(gid.into());
-        h.set_mtime(st.st_mtime.max(0) as u64);
-        h.set_size(0);
-        h
-    }
-
-    fn empty(&mut self, st: &Stat, path: &str) -> io::Result<()> {
-        let mut h = self.header(st, tar::EntryType::Regular);
-        h.set_mode(0o644);
-        self.tar.append_data(&mut h, path, io::empty())
-    }
-
-    /// Adds the node `name` of `dir` (or `dir` itself when `name` is empty) as `path`.
-    fn add(&mut self, dir: BorrowedFd<'_>, name: &OsStr, path: &str) -> io::Result<()> {
-        let itself = name.is_empty();
-        let flags = if itself {
-            AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW
-        } else {
-            AtFlags::SYMLINK_NOFOLLOW
-        };
-        let st = rfs::statat(dir, name, flags)?;
-        let open = |f: OFlags| -> io::Result<OwnedFd> {
-            Ok(if itself {
-                reopen(dir, f)?
-            } else {
-                rfs::openat(
-                    dir,
-                    name,
-                    f | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )?
-            })
-        };
-        match FileType::from_raw_mode(st.st_mode) {
-            FileType::Directory => {
-                let mut h = self.header(&st, tar::EntryType::Directory);
-                let dpath = if path.ends_with('/') {
-                    path.to_string()
-                } else {
-                    format!("{path}/")
-                };
-                let fd = open(OFlags::RDONLY | OFlags::DIRECTORY)?;
-                if dpath != "/" && dpath != "./" {
-                    self.tar.append_data(&mut h, &dpath, io::empty())?;
-                }
-                let prefix = if dpath == "/" || dpath == "./" {
-                    String::new()
-                } else {
-                    dpath
-                };
-                if self.whiteouts && is_opaque(fd.as_fd()) {
-                    self.empty(&st, &format!("{prefix}.wh..wh..opq"))?;
-                }
-                let mut names: Vec<Vec<u8>> = Vec::new();
-                for e in rfs::Dir::read_from(&fd)? {
-                    let e = e?;
-                    let n = e.file_name().to_bytes();
-                    if n != b"." && n != b".." {
-                        names.push(n.to_vec());
-                    }
-                }
-                names.sort();
-                for n in names {
-                    let child = OsStr::from_bytes(&n);
-                    let cpath = format!("{prefix}{}", child.to_string_lossy());
-                    self.add(fd.as_fd(), child, &cpath)?;
-                }
-            }
-            FileType::RegularFile => {
-                let file = File::from(open(OFlags::RDONLY)?);
-                let st = rfs::fstat(&file)?;
-                let mut h = self.header(&st, tar::EntryType::Regular);
-                h.set_size(st.st_size as u64);
-                self.tar
-                    .append_data(&mut h, path, file.take(st.st_size as u64))?;
-            }
-            FileType::Symlink => {
-                let target = rfs::readlinkat(dir, name, Vec::new())?;
-                let mut h = self.header(&st, tar::EntryType::Symlink);
-                let target = OsStr::from_bytes(target.as_bytes()).to_owned();
-                self.tar.append_link(&mut h, path, Path::new(&target))?;
-            }
-            FileType::CharacterDevice if self.whiteouts && st.st_rdev == 0 => {
-                let (parent, leaf) = match path.rsplit_once('/') {
-                    Some((p, l)) => (format!("{p}/"), l),
-                    None => (String::new(), path),
-                };
-                self.empty(&st, &format!("{parent}.wh.{leaf}"))?;
-            }
-            ft @ (FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo) => {
-                let kind = match ft {
-                    FileType::CharacterDevice => tar::EntryType::Char,
-                    FileType::BlockDevice => tar::EntryType::Block,
-                    _ => tar::EntryType::Fifo,
-                };
-                let mut h = self.header(&st, kind);
-                h.set_device_major(rustix::fs::major(st.st_rdev))?;
-                h.set_device_minor(rustix::fs::minor(st.st_rdev))?;
-                self.tar.append_data(&mut h, path, io::empty())?;
-            }
-            // Sockets have no place in an archive.
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn finish(mut self) -> io::Result<W> {
-        self.tar.finish()?;
-        self.tar.into_inner()
-    }
-}
-
-fn is_opaque(dir: BorrowedFd<'_>) -> bool {
-    let mut buf = [0u8; 4];
-    matches!(rfs::fgetxattr(dir, "trusted.overlay.opaque", &mut buf), Ok(1) if buf[0] == b'y')
 }
 
 /// A root mounted for one operation on a stopped container; unmounted on drop.
@@ -470,84 +273,6 @@ impl Engine {
             })
         })
     }
-
-    /// `GET /containers/{id}/changes`: what the container's read-write layer changed.
-    pub fn changes(&self, name_or_id: &str) -> Result<Vec<Change>> {
-        let entry = self.lookup(name_or_id)?;
-        let rec = entry.record();
-        let upper = self.upper_dir(&entry.id);
-        let layers_root = self.inner.images.store().layers().root().to_path_buf();
-        let lowers: Vec<PathBuf> = rec
-            .layers
-            .iter()
-            .map(|l| {
-                layers_root
-                    .join(l.strip_prefix("sha256:").unwrap_or(l))
-                    .join("diff")
-            })
-            .collect();
-        let mut out = Vec::new();
-        let dir = rfs::open(
-            &upper,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(sys("open", &upper))?;
-        walk_changes(dir.as_fd(), "", &lowers, &mut out).map_err(io_sys("read", &upper))?;
-        out.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(out)
-    }
-
-    fn upper_dir(&self, id: &str) -> PathBuf {
-        self.inner
-            .cfg
-            .data_root
-            .join("containers")
-            .join(id)
-            .join("upper")
-    }
-
-    /// `POST /commit`: the container's read-write layer becomes a new image on top of its
-    /// image; owners are shifted back to the container's view so the image runs anywhere.
-    /// Returns the new image's id.
-    pub fn commit(&self, req: &CommitRequest) -> Result<String> {
-        let entry = self.lookup(&req.container)?;
-        let rec = entry.record();
-        let upper = self.upper_dir(&entry.id);
-        let data_root = &self.inner.cfg.data_root;
-        let tmp = rfs::open(
-            data_root,
-            OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(sys("create temporary file in", data_root))?;
-        let dir = rfs::open(
-            &upper,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(sys("open", &upper))?;
-        let mut walk = TarWalk::new(File::from(tmp), rec.maps.clone(), true);
-        let mut file = walk
-            .add(dir.as_fd(), OsStr::new(""), "./")
-            .and_then(|_| walk.finish())
-            .map_err(io_sys("read", &upper))?;
-        let opts = CommitOptions {
-            reference: req.reference.as_deref(),
-            changes: req.changes.clone(),
-            comment: req.comment.clone(),
-            author: req.author.clone(),
-        };
-        let img = self
-            .inner
-            .images
-            .store()
-            .commit_layer(&rec.image_id, &mut file, opts)
-            .map_err(crate::images::image_error)?;
-        let ev = crate::events::Event::container(&rec, "commit");
-        self.emit(ev.attr("imageID", img.id.to_string()));
-        Ok(img.id.to_string())
-    }
 }
 
 /// Copies a tar, giving every entry the owner `to_host` says.
@@ -586,53 +311,6 @@ fn rewrite_owners(
         }
     }
     b.finish()
-}
-
-fn walk_changes(
-    dir: BorrowedFd<'_>,
-    prefix: &str,
-    lowers: &[PathBuf],
-    out: &mut Vec<Change>,
-) -> io::Result<()> {
-    let mut names = Vec::new();
-    for e in rfs::Dir::read_from(dir)? {
-        let e = e?;
-        let n = e.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            names.push(CString::from(e.file_name()));
-        }
-    }
-    for name in names {
-        let name: &CStr = &name;
-        let path = format!("{prefix}/{}", name.to_string_lossy());
-        let st = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
-        let ft = FileType::from_raw_mode(st.st_mode);
-        let rel = path.trim_start_matches('/');
-        let in_lower = lowers
-            .iter()
-            .any(|l| std::fs::symlink_metadata(l.join(rel)).is_ok());
-        let kind = if ft == FileType::CharacterDevice && st.st_rdev == 0 {
-            2
-        } else if in_lower {
-            0
-        } else {
-            1
-        };
-        out.push(Change {
-            path: path.clone(),
-            kind,
-        });
-        if ft == FileType::Directory {
-            let sub = rfs::openat(
-                dir,
-                name,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?;
-            walk_changes(sub.as_fd(), &path, lowers, out)?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

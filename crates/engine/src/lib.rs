@@ -8,12 +8,14 @@
 //!   container's stdio, writes its log and records its exit, so the daemon can restart.
 
 pub mod archive;
+pub mod commit;
 pub mod container;
 mod engine;
 pub mod error;
 pub mod events;
 pub mod exec;
 mod filters;
+mod fsat;
 pub mod images;
 pub mod launcher;
 pub mod logs;
@@ -31,6 +33,7 @@ mod setup;
 pub mod signal;
 pub mod spec;
 pub mod store;
+mod tarwalk;
 pub mod timefmt;
 pub mod top;
 pub mod volumes;
