@@ -1,17 +1,15 @@
 //! A container's files: the archive API (`docker cp`: HEAD, GET and PUT
-//! `/containers/{id}/archive`), `export`, `changes` (`docker diff`) and `POST /commit`.
+//! `/containers/{id}/archive`) and `export`.
 //! The engine does the work (berth_engine::archive); this translates.
 
 use base64::Engine as _;
 use berth_engine::archive::PathStat;
-use berth_engine::commit::CommitRequest;
 use bytes::Bytes;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::{Response, StatusCode};
-use serde_json::json;
+use hyper::Response;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::body::{empty, fallible_channel, json_response, Body, BodyReader, BodyWriter};
+use crate::body::{empty, fallible_channel, Body, BodyReader, BodyWriter};
 use crate::error::{ApiError, ApiResult};
 use crate::router::Ctx;
 
@@ -32,7 +30,7 @@ fn stat_header(stat: &PathStat) -> ApiResult<HeaderValue> {
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
-fn join_error(e: tokio::task::JoinError) -> ApiError {
+pub(crate) fn join_error(e: tokio::task::JoinError) -> ApiError {
     ApiError::internal(format!("archive task: {e}"))
 }
 
@@ -119,57 +117,4 @@ pub async fn export(ctx: Ctx, id: &str) -> ApiResult<Response<Body>> {
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
     Ok(resp)
-}
-
-/// `GET /containers/{id}/changes`.
-pub async fn changes(ctx: Ctx, id: &str) -> ApiResult<Response<Body>> {
-    let engine = ctx.api.engine.clone();
-    let id = id.to_string();
-    let changes = tokio::task::spawn_blocking(move || engine.changes(&id))
-        .await
-        .map_err(join_error)??;
-    let out: Vec<_> = changes
-        .iter()
-        .map(|c| json!({"Path": c.path, "Kind": c.kind}))
-        .collect();
-    Ok(json_response(StatusCode::OK, &json!(out)))
-}
-
-/// `POST /commit?container=&repo=&tag=&comment=&author=&changes=`.
-pub async fn commit(ctx: Ctx) -> ApiResult<Response<Body>> {
-    let q = &ctx.query;
-    let container = match q.get("container") {
-        Some(c) if !c.is_empty() => c.to_string(),
-        _ => {
-            return Err(ApiError::bad_request(
-                "the container query parameter is required",
-            ))
-        }
-    };
-    let repo = q.get("repo").unwrap_or("");
-    let tag = q.get("tag").unwrap_or("");
-    let reference = match (repo.is_empty(), tag.is_empty()) {
-        (true, true) => None,
-        (true, false) => return Err(ApiError::bad_request("a tag needs a repository")),
-        (false, true) => Some(repo.to_string()),
-        (false, false) => Some(format!("{repo}:{tag}")),
-    };
-    let non_empty = |k: &str| q.get(k).filter(|v| !v.is_empty()).map(String::from);
-    let req = CommitRequest {
-        container,
-        reference,
-        comment: non_empty("comment"),
-        author: non_empty("author"),
-        changes: q
-            .all("changes")
-            .into_iter()
-            .filter(|c| !c.is_empty())
-            .map(String::from)
-            .collect(),
-    };
-    let engine = ctx.api.engine.clone();
-    let id = tokio::task::spawn_blocking(move || engine.commit(&req))
-        .await
-        .map_err(join_error)??;
-    Ok(json_response(StatusCode::CREATED, &json!({ "Id": id })))
 }

@@ -11,6 +11,7 @@
 mod archive;
 mod attach;
 mod body;
+mod commit;
 mod containers;
 mod error;
 mod events;

@@ -10,7 +10,7 @@ use crate::body::{json_response, Body};
 use crate::error::{ApiError, ApiResult};
 use crate::query::Query;
 use crate::{
-    archive, attach, containers, events, exec, images, ops, registry, system, volumes, Api,
+    archive, attach, commit, containers, events, exec, images, ops, registry, system, volumes, Api,
 };
 
 /// The API version berth speaks, and the oldest it accepts.
@@ -128,8 +128,8 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> ApiResult<Response<Body
         (&M::GET, ["containers", id, "archive"]) => archive::get(ctx, id).await,
         (&M::PUT, ["containers", id, "archive"]) => archive::put(ctx, id).await,
         (&M::GET, ["containers", id, "export"]) => archive::export(ctx, id).await,
-        (&M::GET, ["containers", id, "changes"]) => archive::changes(ctx, id).await,
-        (&M::POST, ["commit"]) => archive::commit(ctx).await,
+        (&M::GET, ["containers", id, "changes"]) => commit::changes(ctx, id).await,
+        (&M::POST, ["commit"]) => commit::commit(ctx).await,
         (&M::GET, ["containers", id, "top"]) => ops::top(ctx, id).await,
         (&M::GET, ["containers", id, "stats"]) => ops::stats(ctx, id).await,
         (&M::POST, ["containers", id, "rename"]) => ops::rename(ctx, id).await,
