@@ -1,38 +1,15 @@
 //! End to end through the real docker CLI (/usr/local/bin/docker) against `berth daemon`:
 //! `docker cp` (the archive API) with and without remap, on running and stopped containers,
-//! with symlinks that point out of the root; `commit` (moby's TestUsernsCommit round trip),
-//! `diff` and `export`. The daemon helper is e2e_docker.rs's; remapped daemons read account
-//! files from a temporary root (BERTH_ETC_ROOT), never the real /etc.
+//! with symlinks that point out of the root; `berth cp/commit/diff/export` (commit and diff
+//! through docker are in e2e_commit.rs). The daemon harness is tests/common; remapped daemons
+//! read account files from a temporary root (BERTH_ETC_ROOT), never the real /etc.
 
-use std::os::unix::fs::{chown, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::chown;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 use common::*;
-
-impl Daemon {
-    fn id(&self, name: &str) -> String {
-        self.ok(&["inspect", "-f", "{{.Id}}", name])
-            .trim()
-            .to_string()
-    }
-
-    /// The host path of `path` in container `name`'s read-write layer.
-    fn upper(&self, name: &str, path: &str) -> PathBuf {
-        self.dir
-            .join("data/containers")
-            .join(self.id(name))
-            .join("upper")
-            .join(path.trim_start_matches('/'))
-    }
-}
-
-fn host_owner(p: &Path) -> (u32, u32) {
-    let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    (m.uid(), m.gid())
-}
 
 #[test]
 fn cp_into_a_remapped_container_is_owned_by_the_mapped_root() {
@@ -172,103 +149,6 @@ fn cp_on_a_stopped_container_mounts_and_unmounts_its_root() {
     assert!(!mounted(), "the root stays mounted after cp out");
     assert_eq!(d.ok(&["start", "-a", "stopped"]), "stopped\n");
     d.ok(&["rm", "-f", "stopped"]);
-}
-
-#[test]
-fn commit_shifts_owners_back_so_the_image_runs_remapped_or_not() {
-    let d = Daemon::remapped();
-    d.import_busybox();
-    d.ok(&[
-        "run",
-        "--name",
-        "ctr",
-        "busybox",
-        "sh",
-        "-c",
-        "mkdir /data && echo x > /data/f && chown -R 1000:1000 /data && rm /etc/group",
-    ]);
-    assert_eq!(host_owner(&d.upper("ctr", "/data/f")), (101000, 101000));
-    let id = d.ok(&["commit", "-c", "ENV COMMITTED=yes", "ctr", "committed:1"]);
-    assert!(id.trim().starts_with("sha256:"), "{id}");
-    for userns in [None, Some("--userns=host")] {
-        let mut args = vec!["run", "--rm"];
-        args.extend(userns);
-        args.extend([
-            "committed:1",
-            "sh",
-            "-c",
-            "stat -c %u:%g /data /data/f; cat /data/f; test -e /etc/group || echo gone; echo $COMMITTED",
-        ]);
-        assert_eq!(
-            d.ok(&args),
-            "1000:1000\n1000:1000\nx\ngone\nyes\n",
-            "run {userns:?}"
-        );
-    }
-    // One more layer than the parent.
-    let layers = |img: &str| {
-        d.ok(&["image", "inspect", "-f", "{{len .RootFS.Layers}}", img])
-            .trim()
-            .to_string()
-    };
-    assert_eq!(layers("committed:1"), "2");
-    assert_eq!(layers("busybox"), "1");
-    d.ok(&["rm", "-f", "ctr"]);
-}
-
-#[test]
-fn diff_and_export() {
-    let d = Daemon::remapped();
-    d.import_busybox();
-    d.ok(&[
-        "run",
-        "--name",
-        "ctr",
-        "busybox",
-        "sh",
-        "-c",
-        "touch /added && echo more >> /etc/passwd && rm /etc/group && mkdir /newdir && chown 7:7 /added",
-    ]);
-    let diff = d.ok(&["diff", "ctr"]);
-    for line in [
-        "A /added",
-        "C /etc",
-        "C /etc/passwd",
-        "D /etc/group",
-        "A /newdir",
-    ] {
-        assert!(diff.lines().any(|l| l == line), "{line} not in:\n{diff}");
-    }
-    let tar = d.dir.join("export.tar");
-    d.ok(&["export", "-o", tar.to_str().unwrap(), "ctr"]);
-    let listing = Command::new("tar")
-        .arg("-tvf")
-        .arg(&tar)
-        .arg("--numeric-owner")
-        .output()
-        .unwrap();
-    assert!(listing.status.success());
-    let listing = String::from_utf8_lossy(&listing.stdout);
-    let line = |name: &str| {
-        listing
-            .lines()
-            .find(|l| l.ends_with(&format!(" {name}")) || l.contains(&format!(" {name} -> ")))
-            .unwrap_or_else(|| panic!("{name} not in export:\n{listing}"))
-            .to_string()
-    };
-    // Owners in the container's view, not the host's 100000 range.
-    assert!(line("added").contains(" 7/7 "), "{}", line("added"));
-    assert!(
-        line("bin/busybox").contains(" 0/0 "),
-        "{}",
-        line("bin/busybox")
-    );
-    assert!(line("bin/sh").contains("-> "), "{}", line("bin/sh"));
-    assert!(
-        !listing.lines().any(|l| l.ends_with(" etc/group")),
-        "{listing}"
-    );
-    d.ok(&["rm", "-f", "ctr"]);
 }
 
 #[test]

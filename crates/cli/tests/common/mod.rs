@@ -212,6 +212,22 @@ impl Daemon {
     }
 
     /// A raw HTTP/1.1 request on the socket; returns (status, body).
+    /// The full id of container `name`.
+    pub fn id(&self, name: &str) -> String {
+        self.ok(&["inspect", "-f", "{{.Id}}", name])
+            .trim()
+            .to_string()
+    }
+
+    /// The host path of `path` in container `name`'s read-write layer.
+    pub fn upper(&self, name: &str, path: &str) -> PathBuf {
+        self.dir
+            .join("data/containers")
+            .join(self.id(name))
+            .join("upper")
+            .join(path.trim_start_matches('/'))
+    }
+
     pub fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
         let mut s = UnixStream::connect(&self.sock).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
@@ -295,4 +311,11 @@ pub fn fake_etc(parent: &Path) -> PathBuf {
     std::fs::write(etc.join("subuid"), "remap:100000:65536\n").unwrap();
     std::fs::write(etc.join("subgid"), "remap:100000:65536\n").unwrap();
     root
+}
+
+/// The owner of `p` on the host (not following a last symlink).
+pub fn host_owner(p: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (m.uid(), m.gid())
 }
