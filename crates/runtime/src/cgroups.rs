@@ -5,12 +5,13 @@
 //!   plus cgroup2 at `/sys/fs/cgroup/unified`). Limits go to the v1 controllers the config
 //!   uses; the unified hierarchy, which holds no controllers here, tracks the processes.
 //! - pure v2 (cgroup2 at `/sys/fs/cgroup`): one directory, controllers enabled in the
-//!   ancestors' `cgroup.subtree_control`. Device rules need a BPF program there, which this
-//!   runtime does not load: they are skipped with a warning.
+//!   ancestors' `cgroup.subtree_control`. Device rules are an eBPF program attached to the
+//!   container's directory (see `devices_bpf`).
 //!
 //! The root is a parameter so that unit tests can work on a fake tree in a tempdir.
 
 use std::fs;
+use std::os::fd::AsFd;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -169,13 +170,10 @@ fn setup_inner(
             for (file, value) in writes {
                 write_file(&dir, file, &value)?;
             }
-            if res
-                .and_then(|r| r.devices().as_ref())
-                .is_some_and(|d| !d.is_empty())
-            {
-                tracing::warn!("cgroup v2 device rules need a BPF program, which berth-runtime does not load: linux.resources.devices is not enforced");
+            pl.dirs.push(dir.clone());
+            if let Some(rules) = res.and_then(device_rules) {
+                attach_device_program(&dir, &rules)?;
             }
-            pl.dirs.push(dir);
             Ok(())
         }
     }
@@ -304,25 +302,51 @@ pub(crate) fn v1_writes(res: &LinuxResources) -> Vec<(&'static str, Vec<(&'stati
     if let Some(w) = res.block_io().as_ref().and_then(|b| b.weight()) {
         out.push(("blkio", vec![("blkio.bfq.weight", w.to_string())]));
     }
-    if let Some(devs) = res.devices() {
-        if !devs.is_empty() {
-            let mut w = Vec::new();
-            for d in devs.iter().chain(default_allowed().iter()) {
+    if let Some(rules) = device_rules(res) {
+        let w = rules
+            .iter()
+            .map(|d| {
                 let file = if d.allow() {
                     "devices.allow"
                 } else {
                     "devices.deny"
                 };
-                w.push((file, device_rule(d)));
-            }
-            out.push(("devices", w));
-        }
+                (file, device_rule(d))
+            })
+            .collect();
+        out.push(("devices", w));
     }
     out
 }
 
-/// Devices every container may use (runc allows the same set): null, zero, full, random,
-/// urandom, tty, console, ptmx and the pty slaves.
+/// The config's device rules followed by the devices every container may use; none when
+/// the config gives no rules (the cgroup then keeps its parent's).
+fn device_rules(res: &LinuxResources) -> Option<Vec<LinuxDeviceCgroup>> {
+    let devs = res.devices().as_ref().filter(|d| !d.is_empty())?;
+    Some(devs.iter().cloned().chain(default_allowed()).collect())
+}
+
+/// Loads the device program for `rules` and attaches it to the cgroup2 directory `dir`.
+/// The attachment lives as long as the cgroup: the program's descriptor can close.
+fn attach_device_program(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<()> {
+    let fail = |reason: String| Error::Cgroup {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let prog = crate::syscall::bpf_load_cgroup_device(&crate::devices_bpf::program(rules))
+        .map_err(|(errno, log)| {
+            fail(format!(
+                "loading the device rules as a BPF program: {errno} (the kernel needs CONFIG_CGROUP_BPF; verifier: {log})"
+            ))
+        })?;
+    let cg = fs::File::open(dir).map_err(|e| fail(format!("open: {e}")))?;
+    crate::syscall::bpf_attach_cgroup_device(cg.as_fd(), prog.as_fd())
+        .map_err(|e| fail(format!("attaching the device rules' BPF program: {e}")))
+}
+
+/// Devices every container may use (runc allows the same set): creating any device node
+/// (using one is another matter), null, zero, full, random, urandom, tty, console, ptmx and
+/// the pty slaves.
 fn default_allowed() -> Vec<LinuxDeviceCgroup> {
     let rule = |major: i64, minor: Option<i64>| {
         let mut d = LinuxDeviceCgroup::default();
@@ -333,7 +357,16 @@ fn default_allowed() -> Vec<LinuxDeviceCgroup> {
         d.set_access(Some("rwm".into()));
         d
     };
+    let mknod = |typ| {
+        let mut d = LinuxDeviceCgroup::default();
+        d.set_allow(true);
+        d.set_typ(Some(typ));
+        d.set_access(Some("m".into()));
+        d
+    };
     vec![
+        mknod(LinuxDeviceType::C),
+        mknod(LinuxDeviceType::B),
         rule(1, Some(3)),
         rule(1, Some(5)),
         rule(1, Some(7)),

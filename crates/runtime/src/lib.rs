@@ -27,6 +27,7 @@
 mod cgroups;
 mod channel;
 mod create;
+mod devices_bpf;
 mod error;
 mod hooks;
 mod init;

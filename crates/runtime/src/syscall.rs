@@ -1,6 +1,6 @@
 //! Raw Linux system calls that no crate we use wraps (or wraps in a form we can use):
 //! `clone3`, `open_tree`, `move_mount`, `mount_setattr`, `pidfd_open`, `pidfd_send_signal`,
-//! `close_range` and `seccomp`. Every other module calls them from here, so the `unsafe`
+//! `close_range`, `seccomp` and `bpf` (device programs). Every other module calls them from here, so the `unsafe`
 //! surface for system calls is this one file.
 
 use std::ffi::CString;
@@ -256,6 +256,114 @@ pub fn seccomp_set_filter(prog: &[libc::sock_filter], flags: u32) -> Result<(), 
             libc::SECCOMP_SET_MODE_FILTER,
             flags,
             &fprog as *const libc::sock_fprog,
+        )
+    };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// One eBPF instruction, as the kernel's `struct bpf_insn`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BpfInsn {
+    pub code: u8,
+    /// Destination register in the low nibble, source register in the high one.
+    pub regs: u8,
+    pub off: i16,
+    pub imm: i32,
+}
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+const BPF_CGROUP_DEVICE: u32 = 6;
+const BPF_F_ALLOW_MULTI: u32 = 2;
+
+/// The `BPF_PROG_LOAD` part of `union bpf_attr`, up to `expected_attach_type`; the kernel
+/// takes a shorter attr and zeroes the rest.
+#[repr(C)]
+#[derive(Default)]
+struct BpfProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// The `BPF_PROG_ATTACH` part of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct BpfProgAttachAttr {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+    replace_bpf_fd: u32,
+}
+
+/// bpf(BPF_PROG_LOAD) of a `BPF_PROG_TYPE_CGROUP_DEVICE` program. On failure the error
+/// carries the verifier's log, which says which instruction it refused.
+pub fn bpf_load_cgroup_device(insns: &[BpfInsn]) -> Result<OwnedFd, (Errno, String)> {
+    let license = c"Apache";
+    let mut log = vec![0u8; 16 * 1024];
+    let mut attr = BpfProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 1,
+        log_size: log.len() as u32,
+        log_buf: log.as_mut_ptr() as u64,
+        expected_attach_type: BPF_CGROUP_DEVICE,
+        ..Default::default()
+    };
+    attr.prog_name[..7].copy_from_slice(b"devices");
+    // SAFETY: attr points at live memory of the size given; insns, license and log outlive
+    // the call, and the kernel writes at most log_size bytes into log.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &mut attr as *mut BpfProgLoadAttr,
+            std::mem::size_of::<BpfProgLoadAttr>(),
+        )
+    };
+    if ret < 0 {
+        let errno = Errno::last();
+        let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
+        return Err((errno, String::from_utf8_lossy(&log[..end]).into_owned()));
+    }
+    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// bpf(BPF_PROG_ATTACH) of a device program to a cgroup2 directory, alongside the programs
+/// already there (BPF_F_ALLOW_MULTI: a device is usable only if every program allows it).
+pub fn bpf_attach_cgroup_device(cgroup: BorrowedFd, prog: BorrowedFd) -> Result<(), Errno> {
+    let attr = BpfProgAttachAttr {
+        target_fd: cgroup.as_raw_fd() as u32,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type: BPF_CGROUP_DEVICE,
+        attach_flags: BPF_F_ALLOW_MULTI,
+        replace_bpf_fd: 0,
+    };
+    // SAFETY: attr is live memory of the size given; the descriptors are borrowed live ones.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_ATTACH,
+            &attr as *const BpfProgAttachAttr,
+            std::mem::size_of::<BpfProgAttachAttr>(),
         )
     };
     if ret < 0 {
