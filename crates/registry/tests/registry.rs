@@ -3,9 +3,10 @@
 use std::fs;
 use std::sync::Mutex;
 
-use berth_image::{ImageStore, ImportOptions, Reference};
+use berth_image::{Image, ImageStore, ImportOptions, Reference};
 use berth_registry::{
-    pull, push, Credentials, Progress, PullOptions, PushOptions, RegistryError, RegistryOptions,
+    pull, push, Credentials, Progress, PullOptions, PullReport, PushOptions, PushReport,
+    RegistryError, RegistryOptions,
 };
 use berth_testkit::registry::{TestRegistry, PASSWORD, USER};
 
@@ -15,7 +16,7 @@ fn store() -> (tempfile::TempDir, ImageStore) {
     (dir, store)
 }
 
-fn busybox(store: &ImageStore) -> berth_image::Image {
+fn busybox(store: &ImageStore) -> Image {
     let f = fs::File::open(berth_testkit::busybox_tar()).unwrap();
     store
         .import(
@@ -29,7 +30,51 @@ fn busybox(store: &ImageStore) -> berth_image::Image {
         .unwrap()
 }
 
+/// What most tests start from: a registry (with basic auth or not) and a store of its own
+/// holding busybox as `busybox:latest`.
+struct Setup {
+    reg: TestRegistry,
+    src: ImageStore,
+    img: Image,
+    /// The store's directory: bind it (`dir: _dir`) when destructuring, or it goes at once.
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn start(auth: bool) -> Setup {
+        berth_testkit::require_root();
+        let reg = TestRegistry::start(auth);
+        let (dir, src) = store();
+        let img = busybox(&src);
+        Setup { reg, src, img, dir }
+    }
+
+    /// `REGISTRY/path`, e.g. `127.0.0.1:5000/test/busybox:v1`.
+    fn reference(&self, path: &str) -> Reference {
+        Reference::parse(&format!("{}/{path}", self.reg.addr)).unwrap()
+    }
+
+    /// Pushes `busybox:latest` anonymously as `REGISTRY/path`.
+    fn push_busybox(&self, path: &str) -> (Reference, PushReport) {
+        let target = self.reference(path);
+        let report = push(
+            &self.src,
+            "busybox:latest",
+            &target,
+            &push_opts(false, None),
+            &quiet,
+        )
+        .unwrap();
+        (target, report)
+    }
+}
+
 fn quiet(_: Progress) {}
+
+/// An anonymous pull without progress.
+fn pull_quiet(dst: &ImageStore, r: &Reference) -> Result<PullReport, RegistryError> {
+    pull(dst, r, &pull_opts(false), &quiet)
+}
 
 fn with_creds(creds: bool) -> RegistryOptions {
     RegistryOptions {
@@ -56,12 +101,22 @@ fn pull_opts(creds: bool) -> PullOptions {
     }
 }
 
+/// Nothing left behind by a failed pull: no temporary download, no layer, no image.
+fn assert_nothing_kept(dir: &tempfile::TempDir, dst: &ImageStore) {
+    let tmp = fs::read_dir(dir.path().join("content/tmp")).unwrap();
+    assert_eq!(tmp.count(), 0);
+    assert!(dst.layers().list().unwrap().is_empty());
+    assert!(dst.list().unwrap().is_empty());
+}
+
 #[test]
 fn push_then_pull_round_trip() {
-    berth_testkit::require_root();
-    let reg = TestRegistry::start(false);
-    let (_d1, src) = store();
-    let img = busybox(&src);
+    let Setup {
+        reg,
+        src,
+        img,
+        dir: _dir,
+    } = Setup::start(false);
     let target = Reference::parse(&format!("{}/test/busybox:v1", reg.addr)).unwrap();
     let events = Mutex::new(Vec::new());
     let report = push(
@@ -122,7 +177,7 @@ fn push_then_pull_round_trip() {
     // A second pull fetches no blob and says the image is up to date.
     let blob = dst.content().path(&img.layers[0].digest);
     let mtime = fs::metadata(&blob).unwrap().modified().unwrap();
-    let second = pull(&dst, &target, &pull_opts(false), &quiet).unwrap();
+    let second = pull_quiet(&dst, &target).unwrap();
     assert_eq!((second.blobs_fetched, second.bytes_fetched), (0, 0));
     assert!(!second.updated);
     assert_eq!(fs::metadata(&blob).unwrap().modified().unwrap(), mtime);
@@ -130,7 +185,7 @@ fn push_then_pull_round_trip() {
     // By digest, into another store.
     let (_d3, dst2) = store();
     let by_d = Reference::parse(&by_digest).unwrap();
-    let got = pull(&dst2, &by_d, &pull_opts(false), &quiet).unwrap();
+    let got = pull_quiet(&dst2, &by_d).unwrap();
     assert_eq!(got.image.id, img.id);
     assert!(got.image.repo_tags.is_empty());
     assert_eq!(got.image.repo_digests.len(), 1);
@@ -138,10 +193,12 @@ fn push_then_pull_round_trip() {
 
 #[test]
 fn chunked_push_and_cross_repository_mount() {
-    berth_testkit::require_root();
-    let reg = TestRegistry::start(false);
-    let (_d, src) = store();
-    let img = busybox(&src);
+    let Setup {
+        reg,
+        src,
+        img,
+        dir: _dir,
+    } = Setup::start(false);
     let first = Reference::parse(&format!("{}/a/busybox:latest", reg.addr)).unwrap();
     // 64 KiB chunks: the busybox layer (~2 MB) goes as many PATCHes.
     let r = push(
@@ -168,35 +225,24 @@ fn chunked_push_and_cross_repository_mount() {
     let tags = berth_registry::tags(&second, &with_creds(false)).unwrap();
     assert_eq!(tags, ["latest"]);
     let (_d2, dst) = store();
-    let got = pull(&dst, &second, &pull_opts(false), &quiet).unwrap();
+    let got = pull_quiet(&dst, &second).unwrap();
     assert_eq!(got.image.id, img.id);
 }
 
 #[test]
 fn corrupt_blob_is_caught_and_not_kept() {
-    berth_testkit::require_root();
-    let reg = TestRegistry::start(false);
-    let (_d, src) = store();
-    let img = busybox(&src);
-    let target = Reference::parse(&format!("{}/busybox:latest", reg.addr)).unwrap();
-    push(
-        &src,
-        "busybox:latest",
-        &target,
-        &push_opts(false, None),
-        &quiet,
-    )
-    .unwrap();
+    let s = Setup::start(false);
+    let (target, _) = s.push_busybox("busybox:latest");
     // Flip one byte of the layer as the registry stores it (same size).
-    let layer = &img.layers[0].digest;
-    let path = reg.blob_path(layer.hex());
+    let layer = &s.img.layers[0].digest;
+    let path = s.reg.blob_path(layer.hex());
     let mut bytes = fs::read(&path).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     fs::write(&path, bytes).unwrap();
 
     let (dir, dst) = store();
-    let err = pull(&dst, &target, &pull_opts(false), &quiet).unwrap_err();
+    let err = pull_quiet(&dst, &target).unwrap_err();
     assert!(
         matches!(
             err,
@@ -206,22 +252,17 @@ fn corrupt_blob_is_caught_and_not_kept() {
     );
     assert!(err.to_string().contains("not kept"), "{err}");
     assert!(!dst.content().contains(layer));
-    assert!(dst.list().unwrap().is_empty());
-    assert_eq!(
-        fs::read_dir(dir.path().join("content/tmp"))
-            .unwrap()
-            .count(),
-        0
-    );
-    assert!(dst.layers().list().unwrap().is_empty());
+    assert_nothing_kept(&dir, &dst);
 }
 
 #[test]
 fn basic_auth_registry() {
-    berth_testkit::require_root();
-    let reg = TestRegistry::start(true);
-    let (_d, src) = store();
-    let img = busybox(&src);
+    let Setup {
+        reg,
+        src,
+        img,
+        dir: _dir,
+    } = Setup::start(true);
     let target = Reference::parse(&format!("{}/private/busybox:latest", reg.addr)).unwrap();
 
     // Anonymous: refused, and the message says how to log in.
@@ -254,7 +295,7 @@ fn basic_auth_registry() {
     )
     .unwrap();
     let (_d2, dst) = store();
-    let err = pull(&dst, &target, &pull_opts(false), &quiet).unwrap_err();
+    let err = pull_quiet(&dst, &target).unwrap_err();
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
     let got = pull(&dst, &target, &pull_opts(true), &quiet).unwrap();
     assert_eq!(got.image.id, img.id);
@@ -262,33 +303,20 @@ fn basic_auth_registry() {
 
 #[test]
 fn unknown_images_and_down_registries() {
-    berth_testkit::require_root();
-    let reg = TestRegistry::start(false);
+    let s = Setup::start(false);
     let (_d, dst) = store();
-    let missing = Reference::parse(&format!("{}/nothing/here:latest", reg.addr)).unwrap();
-    let err = pull(&dst, &missing, &pull_opts(false), &quiet).unwrap_err();
+    let missing = s.reference("nothing/here:latest");
+    let err = pull_quiet(&dst, &missing).unwrap_err();
     assert!(matches!(err, RegistryError::NotFound { .. }), "{err}");
     assert!(err.to_string().contains("nothing/here:latest"), "{err}");
 
-    let (_d1, src) = store();
-    busybox(&src);
-    let target = Reference::parse(&format!("{}/busybox:latest", reg.addr)).unwrap();
-    push(
-        &src,
-        "busybox:latest",
-        &target,
-        &push_opts(false, None),
-        &quiet,
-    )
-    .unwrap();
-    let bad_tag = Reference::parse(&format!("{}/busybox:nope", reg.addr)).unwrap();
-    let err = pull(&dst, &bad_tag, &pull_opts(false), &quiet).unwrap_err();
+    let (target, _) = s.push_busybox("busybox:latest");
+    let bad_tag = s.reference("busybox:nope");
+    let err = pull_quiet(&dst, &bad_tag).unwrap_err();
     assert!(matches!(err, RegistryError::NotFound { .. }), "{err}");
 
-    let addr = reg.addr.clone();
-    drop(reg);
-    let gone = Reference::parse(&format!("{addr}/busybox:latest")).unwrap();
-    let err = pull(&dst, &gone, &pull_opts(false), &quiet).unwrap_err();
+    drop(s.reg);
+    let err = pull_quiet(&dst, &target).unwrap_err();
     assert!(matches!(err, RegistryError::Unreachable { .. }), "{err}");
     assert!(dst.list().unwrap().is_empty());
 }
@@ -297,10 +325,7 @@ fn unknown_images_and_down_registries() {
 /// compressing the layer with gzip and writing Docker schema2 media types; berth pulls it.
 #[test]
 fn pull_what_skopeo_pushed() {
-    berth_testkit::require_root();
-    let reg = TestRegistry::start(false);
-    let (dir, src) = store();
-    let img = busybox(&src);
+    let Setup { reg, src, img, dir } = Setup::start(false);
     let archive = dir.path().join("busybox-save.tar");
     src.save(
         &["busybox:latest"],
@@ -321,13 +346,7 @@ fn pull_what_skopeo_pushed() {
         String::from_utf8_lossy(&out.stderr)
     );
     let (_d2, dst) = store();
-    let got = pull(
-        &dst,
-        &Reference::parse(&dest).unwrap(),
-        &pull_opts(false),
-        &quiet,
-    )
-    .unwrap();
+    let got = pull_quiet(&dst, &Reference::parse(&dest).unwrap()).unwrap();
     // Same config (image id) and diff ids; the layer blob is skopeo's gzip of it.
     assert_eq!(got.image.id, img.id);
     assert_eq!(got.image.layers[0].diff_id, img.layers[0].diff_id);
@@ -348,19 +367,9 @@ fn pull_what_skopeo_pushed() {
 /// error.
 #[test]
 fn index_picks_the_platform() {
-    berth_testkit::require_root();
-    let reg = TestRegistry::start(false);
-    let (_d, src) = store();
-    let img = busybox(&src);
-    let single = Reference::parse(&format!("{}/multi/busybox:single", reg.addr)).unwrap();
-    push(
-        &src,
-        "busybox:latest",
-        &single,
-        &push_opts(false, None),
-        &quiet,
-    )
-    .unwrap();
+    let s = Setup::start(false);
+    let (reg, src, img) = (&s.reg, &s.src, &s.img);
+    s.push_busybox("multi/busybox:single");
     let size = src.content().size(&img.manifest_digest).unwrap();
     let index = serde_json::json!({
         "schemaVersion": 2,
@@ -390,8 +399,8 @@ fn index_picks_the_platform() {
     assert!(out.status.success(), "PUT index: {out:?}");
 
     let (_d2, dst) = store();
-    let r = Reference::parse(&format!("{}/multi/busybox:latest", reg.addr)).unwrap();
-    let got = pull(&dst, &r, &pull_opts(false), &quiet).unwrap();
+    let r = s.reference("multi/busybox:latest");
+    let got = pull_quiet(&dst, &r).unwrap();
     assert_eq!(got.image.id, img.id);
     assert_eq!(got.digest, index_digest);
     assert_eq!(got.image.manifest_digest, img.manifest_digest);
@@ -449,25 +458,15 @@ fn cutting_proxy(upstream: String, cut: String) -> String {
 /// what is missing and finishes.
 #[test]
 fn interrupted_pull_resumes() {
-    berth_testkit::require_root();
-    let reg = TestRegistry::start(false);
-    let (_d, src) = store();
-    let img = busybox(&src);
-    let target = Reference::parse(&format!("{}/busybox:latest", reg.addr)).unwrap();
-    push(
-        &src,
-        "busybox:latest",
-        &target,
-        &push_opts(false, None),
-        &quiet,
-    )
-    .unwrap();
+    let s = Setup::start(false);
+    s.push_busybox("busybox:latest");
+    let img = &s.img;
     let layer = img.layers[0].digest.clone();
-    let proxy = cutting_proxy(reg.addr.clone(), layer.hex().to_string());
+    let proxy = cutting_proxy(s.reg.addr.clone(), layer.hex().to_string());
     let via = Reference::parse(&format!("{proxy}/busybox:latest")).unwrap();
 
     let (dir, dst) = store();
-    let err = pull(&dst, &via, &pull_opts(false), &quiet).unwrap_err();
+    let err = pull_quiet(&dst, &via).unwrap_err();
     assert!(
         matches!(
             err,
@@ -480,16 +479,9 @@ fn interrupted_pull_resumes() {
         dst.content().contains(&img.id),
         "the whole config blob is kept"
     );
-    assert_eq!(
-        fs::read_dir(dir.path().join("content/tmp"))
-            .unwrap()
-            .count(),
-        0
-    );
-    assert!(dst.layers().list().unwrap().is_empty());
-    assert!(dst.list().unwrap().is_empty());
+    assert_nothing_kept(&dir, &dst);
 
-    let got = pull(&dst, &via, &pull_opts(false), &quiet).unwrap();
+    let got = pull_quiet(&dst, &via).unwrap();
     assert_eq!(got.image.id, img.id);
     assert_eq!(got.blobs_fetched, 1, "only the layer is fetched again");
 }
@@ -539,9 +531,12 @@ fn two_layer_archive(file: &str, reference: &str) -> Vec<u8> {
 /// already pulled is not fetched again.
 #[test]
 fn multi_layer_images_share_layers() {
-    berth_testkit::require_root();
-    let reg = TestRegistry::start(false);
-    let (_d, src) = store();
+    let Setup {
+        reg,
+        src,
+        dir: _dir,
+        ..
+    } = Setup::start(false);
     let a = format!("{}/layers/a:latest", reg.addr);
     let b = format!("{}/layers/b:latest", reg.addr);
     src.load(&two_layer_archive("etc/a", &a)[..]).unwrap();
@@ -552,13 +547,7 @@ fn multi_layer_images_share_layers() {
     }
 
     let (_d2, dst) = store();
-    let got = pull(
-        &dst,
-        &Reference::parse(&a).unwrap(),
-        &pull_opts(false),
-        &quiet,
-    )
-    .unwrap();
+    let got = pull_quiet(&dst, &Reference::parse(&a).unwrap()).unwrap();
     assert_eq!(got.image.layers.len(), 2);
     assert_eq!(got.blobs_fetched, 3);
     let want = src.resolve(&a).unwrap();
