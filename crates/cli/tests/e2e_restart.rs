@@ -218,3 +218,151 @@ fn live_restore_after_the_daemon_is_killed() {
         }
     });
 }
+
+/// Runs `--restart POLICY [--stop-signal TERM]` container `name` whose init exits 3 on
+/// SIGUSR1 (an init only hears the signals it handles).
+fn run_usr1_exits(d: &Daemon, name: &str, policy: &str, stop_signal: Option<&str>) {
+    let mut args = vec!["run", "-d", "--name", name, "--restart", policy];
+    if let Some(s) = stop_signal {
+        args.extend(["--stop-signal", s]);
+    }
+    args.extend([
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 3' USR1; while true; do sleep 0.1; done",
+    ]);
+    d.ok(&args);
+}
+
+/// The container restarted `n` times and runs again.
+fn wait_running_after(d: &Daemon, name: &str, n: u32) {
+    poll(&format!("{name} to run again after {n} restarts"), || {
+        let s = state(d, name);
+        let mut f = s.split(' ');
+        let (status, count) = (f.next()?, f.next()?.parse::<u32>().ok()?);
+        (status == "running" && count == n).then_some(())
+    });
+}
+
+/// The container stays exited with `code` past the first restart delays (100 ms, 200 ms):
+/// a restart would have come by then.
+fn stays_exited(d: &Daemon, name: &str, code: i32) {
+    poll(&format!("{name} to exit"), || {
+        state(d, name).starts_with("exited ").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let s = state(d, name);
+    assert!(
+        s.starts_with("exited ") && s.ends_with(&format!(" {code}")),
+        "{name}: {s}"
+    );
+}
+
+/// moby's rules (daemon/kill.go): any signal from the user marks the container manually
+/// stopped; only SIGKILL, its stop signal, or any signal when it has none cancel the
+/// restart of the run. The daemon's start forgets the cancellations.
+#[test]
+fn kill_signals_and_restart_policies() {
+    let mut d = Daemon::start(None, None);
+    d.import_busybox();
+
+    // A signal other than the stop signal leaves `always` in force.
+    run_usr1_exits(&d, "al", "always", Some("TERM"));
+    wait_running_after(&d, "al", 0);
+    d.ok(&["kill", "-s", "USR1", "al"]);
+    wait_running_after(&d, "al", 1);
+    // SIGKILL cancels it: Docker's kill returns once the container stopped.
+    d.ok(&["kill", "al"]);
+    assert!(
+        state(&d, "al").starts_with("exited "),
+        "{}",
+        state(&d, "al")
+    );
+    stays_exited(&d, "al", 137);
+
+    // Without a stop signal every signal cancels.
+    run_usr1_exits(&d, "nosig", "always", None);
+    wait_running_after(&d, "nosig", 0);
+    d.ok(&["kill", "-s", "USR1", "nosig"]);
+    stays_exited(&d, "nosig", 3);
+
+    // on-failure restarts after a signal that does not cancel; unless-stopped does not:
+    // the signal marked it manually stopped.
+    run_usr1_exits(&d, "of", "on-failure", Some("SIGTERM"));
+    run_usr1_exits(&d, "us", "unless-stopped", Some("TERM"));
+    wait_running_after(&d, "of", 0);
+    wait_running_after(&d, "us", 0);
+    d.ok(&["kill", "-s", "USR1", "of", "us"]);
+    wait_running_after(&d, "of", 1);
+    stays_exited(&d, "us", 3);
+
+    // The stop signal itself cancels (TERM is 15; the init handles only USR1, so the
+    // kill -s TERM goes unheard and a SIGKILL ends it).
+    d.ok(&["kill", "-s", "15", "of"]);
+    d.ok(&["kill", "of"]);
+    stays_exited(&d, "of", 137);
+
+    // The daemon's start: `always` comes back whatever cancelled it, with its restart
+    // count reset; on-failure after a non-zero exit too; unless-stopped stays stopped.
+    d.restart();
+    for name in ["al", "nosig", "of"] {
+        wait_running_after(&d, name, 0);
+    }
+    assert!(
+        state(&d, "us").starts_with("exited "),
+        "{}",
+        state(&d, "us")
+    );
+}
+
+/// moby's daemon/delete.go: `rm` refuses a restarting or paused container without `-f`;
+/// `rm -f` cancels the pending restart and leaves nothing.
+#[test]
+fn rm_of_restarting_and_paused_containers() {
+    let d = Daemon::start(None, None);
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flap",
+        "--restart",
+        "always",
+        "busybox",
+        "false",
+    ]);
+    // From the sixth restart on, the delay is 3.2 s or more: a window to catch.
+    poll("flap to wait for a long restart delay", || {
+        let s = state(&d, "flap");
+        let mut f = s.split(' ');
+        let (status, count) = (f.next()?, f.next()?.parse::<u32>().ok()?);
+        (status == "restarting" && count >= 6).then_some(())
+    });
+    let o = d.docker(&["rm", "flap"]);
+    assert!(!o.status.success());
+    assert_eq!(
+        stderr(&o).trim(),
+        "Error response from daemon: cannot remove container \"/flap\": container is restarting: stop the container before removing or force remove"
+    );
+    let id = d.id("flap");
+    d.ok(&["rm", "-f", "flap"]);
+    // Past the pending delay: nothing started it again.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(d.ok(&["ps", "-aq"]), "");
+    assert!(!d.dir.join("data/containers").join(&id).exists());
+    assert!(!d.dir.join("exec/containers").join(&id).exists());
+
+    d.ok(&["run", "-d", "--name", "frozen", "busybox", "sleep", "1000"]);
+    d.ok(&["pause", "frozen"]);
+    let o = d.docker(&["rm", "frozen"]);
+    assert!(!o.status.success());
+    assert_eq!(
+        stderr(&o).trim(),
+        "Error response from daemon: cannot remove container \"/frozen\": container is paused and must be unpaused first"
+    );
+    let o = d.docker(&["rm", "sleeping-nowhere"]);
+    assert!(!o.status.success());
+    d.ok(&["rm", "-f", "frozen"]);
+    assert_eq!(d.ok(&["ps", "-aq"]), "");
+}

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,6 +54,16 @@ pub enum WaitCondition {
     NotRunning,
     NextExit,
     Removed,
+}
+
+/// Who starts a container: what [`Engine::start_entry`] checks and resets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StartBy {
+    User,
+    /// The restart policy, after a run ended.
+    Policy,
+    /// The restart policy, when the daemon starts.
+    DaemonStart,
 }
 
 /// One chunk of container output.
@@ -148,6 +159,9 @@ pub(crate) struct Entry {
     pub(crate) op: tokio::sync::Mutex<()>,
     phase: watch::Sender<Phase>,
     io: Mutex<Io>,
+    /// A signal from the user cancelled the restart of the current run (moby's
+    /// `ExitOnNext`); in memory only, as moby's restart managers are (see [`restart`]).
+    restart_cancelled: AtomicBool,
 }
 
 impl Entry {
@@ -261,6 +275,7 @@ impl Engine {
             op: tokio::sync::Mutex::new(()),
             phase: watch::Sender::new(phase),
             io: Mutex::new(Io::default()),
+            restart_cancelled: AtomicBool::new(false),
         });
         self.containers().insert(entry.id.clone(), entry.clone());
         entry
@@ -313,50 +328,60 @@ impl Engine {
             let s = &rec.state;
             let ended = matches!(s.status, Status::Exited | Status::Restarting)
                 && s.started_at != timefmt::ZERO_TIME;
+            if !ended {
+                continue;
+            }
             let policy = &rec.host_config.restart_policy;
-            if ended
-                && restart::on_daemon_start(
-                    policy,
-                    s.exit_code,
-                    s.manually_stopped,
-                    s.restart_count,
-                )
-            {
-                let res = entry.update(|r| {
-                    r.state.status = Status::Restarting;
-                    r.state.manually_stopped = false;
-                });
-                if res.is_ok() {
-                    self.schedule_restart(entry, Duration::ZERO);
-                }
+            let again =
+                restart::on_daemon_start(policy, s.exit_code, s.manually_stopped, s.restart_count);
+            let res = entry.update(|r| {
+                r.state.status = if again {
+                    Status::Restarting
+                } else {
+                    Status::Exited
+                };
+            });
+            if again && res.is_ok() {
+                self.schedule_restart(entry, Duration::ZERO, StartBy::DaemonStart);
             }
         }
     }
 
     /// Starts `entry` again after `delay`, unless the user stopped, started or removed it
     /// meanwhile.
-    fn schedule_restart(&self, entry: Arc<Entry>, delay: Duration) {
+    fn schedule_restart(&self, entry: Arc<Entry>, delay: Duration, by: StartBy) {
         let engine = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             tracing::info!(id = %entry.id, "restarting the container (restart policy)");
-            if let Err(e) = engine.start_entry(entry.clone(), true).await {
+            if let Err(e) = engine.start_entry(entry.clone(), by).await {
                 tracing::warn!(id = %entry.id, error = %e, "restart by policy failed");
             }
         });
     }
 
-    /// The user stops or kills the container: its restart policy is off until the user
-    /// starts it again (moby's rule). Returns true if it was only waiting to restart: it is
-    /// now exited, with nothing to signal.
-    fn stopped_by_user(&self, entry: &Entry) -> Result<bool> {
+    /// The user sends `sig` to the container (kill, stop, rm -f): it is manually stopped,
+    /// and the restart of this run is cancelled if `sig` is one that cancels (moby's rules,
+    /// see [`restart`]). Returns true if the container was only waiting to restart: there
+    /// is no process to signal (and, if cancelled, it is now exited).
+    fn user_signal(&self, entry: &Entry, sig: i32) -> Result<bool> {
+        let rec = entry.record();
+        let stop_signal = match rec.config.stop_signal.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => Some(parse_signal(s)?),
+            None => None,
+        };
+        let cancels = restart::signal_cancels(sig, stop_signal);
         entry.update(|r| {
             let waiting = r.state.status == Status::Restarting;
-            if waiting || r.is_running() {
-                r.state.manually_stopped = true;
+            if !(waiting || r.is_running()) {
+                return false;
             }
-            if waiting {
-                r.state.status = Status::Exited;
+            r.state.manually_stopped = true;
+            if cancels {
+                entry.restart_cancelled.store(true, Ordering::SeqCst);
+                if waiting {
+                    r.state.status = Status::Exited;
+                }
             }
             waiting
         })
@@ -503,6 +528,7 @@ impl Engine {
                 op: tokio::sync::Mutex::new(()),
                 phase: watch::Sender::new(Phase::default()),
                 io: Mutex::new(Io::default()),
+                restart_cancelled: AtomicBool::new(false),
             });
             map.insert(id.clone(), entry.clone());
             entry
@@ -544,18 +570,23 @@ impl Engine {
 
     pub async fn start(&self, name_or_id: &str) -> Result<()> {
         let entry = self.lookup(name_or_id)?;
-        self.start_entry(entry, false).await
+        self.start_entry(entry, StartBy::User).await
     }
 
-    /// Starts `entry` for the user (which forgets earlier restarts and stops) or, with
-    /// `by_policy`, for its restart policy: then only if it still waits to restart.
-    async fn start_entry(&self, entry: Arc<Entry>, by_policy: bool) -> Result<()> {
+    /// Starts `entry` for the user or the daemon's start (which forget earlier restarts and
+    /// the manual stop, as moby's `containerStart` with `resetRestartManager`) or for its
+    /// restart policy. The last two only if it still waits to restart and the user did not
+    /// cancel that meanwhile.
+    async fn start_entry(&self, entry: Arc<Entry>, by: StartBy) -> Result<()> {
         let op = entry.op.lock().await;
         let rec = entry.record();
-        if by_policy && (rec.state.status != Status::Restarting || rec.state.manually_stopped) {
+        if by != StartBy::User
+            && (rec.state.status != Status::Restarting
+                || entry.restart_cancelled.load(Ordering::SeqCst))
+        {
             return Ok(());
         }
-        if !by_policy {
+        if by != StartBy::Policy {
             entry.update(|r| {
                 r.state.manually_stopped = false;
                 r.state.restart_count = 0;
@@ -574,6 +605,8 @@ impl Engine {
             }
             _ => {}
         }
+        // A new run: its restart is not cancelled.
+        entry.restart_cancelled.store(false, Ordering::SeqCst);
         let result = self.launch(&entry, &rec).await;
         drop(op);
         if let Err(e) = &result {
@@ -831,7 +864,8 @@ impl Engine {
             }
             io.subscribers.clear();
         }
-        let restart_delay = restart_delay(&entry.record(), status.exit_code);
+        let cancelled = entry.restart_cancelled.load(Ordering::SeqCst);
+        let restart_delay = restart_delay(&entry.record(), status.exit_code, cancelled);
         let set_exited = |r: &mut ContainerRecord| {
             r.state.status = Status::Exited;
             if let Some(delay) = restart_delay {
@@ -872,7 +906,7 @@ impl Engine {
         }
         drop(op);
         if let Some(delay) = restart_delay {
-            self.schedule_restart(entry.clone(), delay);
+            self.schedule_restart(entry.clone(), delay, StartBy::Policy);
         }
         if auto_remove {
             if let Err(e) = self.remove(&entry.id, true, true).await {
@@ -951,11 +985,20 @@ impl Engine {
             Some(s) => parse_signal(s)?,
             None => libc::SIGKILL,
         };
-        if self.stopped_by_user(&entry)? {
+        // A refused signal (a paused container takes only SIGKILL) changes nothing.
+        self.paused_signal_allowed(&entry, sig)?;
+        if self.user_signal(&entry, sig)? {
             return Ok(());
         }
+        let mut phase = entry.phase.subscribe();
         self.signal(&entry, sig).await?;
         self.emit(Event::container(&entry.record(), "kill").attr("signal", sig.to_string()));
+        if sig == libc::SIGKILL {
+            // Docker's kill with SIGKILL returns once the container stopped (daemon/kill.go
+            // `Kill`, bounded at 10 s): a following inspect sees it exited.
+            let stopped = phase.wait_for(|p| !p.running);
+            let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;
+        }
         Ok(())
     }
 
@@ -988,13 +1031,7 @@ impl Engine {
         signal: Option<&str>,
     ) -> Result<()> {
         let entry = self.lookup(name_or_id)?;
-        if self.stopped_by_user(&entry)? {
-            return Ok(());
-        }
         let rec = entry.record();
-        if !rec.is_running() {
-            return Err(EngineError::NotModified("container already stopped".into()));
-        }
         let sig = match signal.filter(|s| !s.is_empty()).or(rec
             .config
             .stop_signal
@@ -1004,6 +1041,15 @@ impl Engine {
             Some(s) => parse_signal(s)?,
             None => libc::SIGTERM,
         };
+        if self.user_signal(&entry, sig)? {
+            // Only waiting to restart: stopping it cancels that, whatever the signal (moby
+            // ends such a stop with SIGKILL, which cancels).
+            self.user_signal(&entry, libc::SIGKILL)?;
+            return Ok(());
+        }
+        if !entry.record().is_running() {
+            return Err(EngineError::NotModified("container already stopped".into()));
+        }
         let timeout = timeout.or(rec.config.stop_timeout).unwrap_or(10);
         self.emit(Event::container(&rec, "kill").attr("signal", sig.to_string()));
         self.stop_entry(&entry, sig, timeout).await?;
@@ -1031,6 +1077,7 @@ impl Engine {
             }
         };
         if waited.is_err() && entry.phase.borrow().running {
+            let _ = self.user_signal(entry, libc::SIGKILL);
             let _ = self.signal(entry, libc::SIGKILL).await;
             let _ = rx.wait_for(stopped).await;
         }
@@ -1068,26 +1115,47 @@ impl Engine {
 
     pub async fn remove(&self, name_or_id: &str, force: bool, volumes: bool) -> Result<()> {
         let entry = self.lookup(name_or_id)?;
-        if entry.record().is_running() {
-            if !force {
+        // A restart by policy may start it again while it is killed: then kill it again.
+        let mut attempts = 0;
+        let _op = loop {
+            let rec = entry.record();
+            // Docker's refusals (daemon/delete.go `cleanupContainer`).
+            let refusal = match rec.state.status {
+                Status::Paused => Some("container is paused and must be unpaused first".into()),
+                s @ (Status::Running | Status::Restarting) => Some(format!(
+                    "container is {}: stop the container before removing or force remove",
+                    s.as_str()
+                )),
+                _ => None,
+            };
+            if let Some(why) = refusal {
+                if !force {
+                    return Err(EngineError::Conflict(format!(
+                        "cannot remove container \"/{}\": {why}",
+                        rec.name
+                    )));
+                }
+                // SIGKILL cancels a pending restart too (the container is then exited).
+                if !self.user_signal(&entry, libc::SIGKILL)? {
+                    self.stop_entry(&entry, libc::SIGKILL, -1).await?;
+                }
+            }
+            let op = entry.op.lock().await;
+            if !self.containers().contains_key(&entry.id) {
+                // Removed meanwhile (auto-remove racing an explicit rm).
+                return Ok(());
+            }
+            if !entry.record().is_running() {
+                break op;
+            }
+            attempts += 1;
+            if !force || attempts == 3 {
                 return Err(EngineError::Conflict(format!(
-                    "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
-                    entry.record().name
+                    "container {} started again while being removed",
+                    entry.id
                 )));
             }
-            self.stop_entry(&entry, libc::SIGKILL, -1).await?;
-        }
-        let _op = entry.op.lock().await;
-        if !self.containers().contains_key(&entry.id) {
-            // Removed meanwhile (auto-remove racing an explicit rm).
-            return Ok(());
-        }
-        if entry.record().is_running() {
-            return Err(EngineError::Conflict(format!(
-                "container {} started again while being removed",
-                entry.id
-            )));
-        }
+        };
         let rec = entry.record();
         {
             let mut r = entry.rec.lock().unwrap_or_else(|e| e.into_inner());
@@ -1313,10 +1381,16 @@ async fn connect_monitor(socket: &Path) -> std::io::Result<UnixStream> {
 
 /// How long to wait before the restart policy starts `rec` again after it exited with
 /// `exit_code`; `None`: it stays exited.
-fn restart_delay(rec: &ContainerRecord, exit_code: i32) -> Option<Duration> {
+fn restart_delay(rec: &ContainerRecord, exit_code: i32, cancelled: bool) -> Option<Duration> {
     let s = &rec.state;
     let policy = &rec.host_config.restart_policy;
-    if !restart::after_exit(policy, exit_code, s.manually_stopped, s.restart_count) {
+    if !restart::after_exit(
+        policy,
+        exit_code,
+        s.manually_stopped,
+        cancelled,
+        s.restart_count,
+    ) {
         return None;
     }
     let previous = Duration::from_millis(s.restart_delay_ms);

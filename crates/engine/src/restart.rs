@@ -1,10 +1,27 @@
 //! Restart policies (Docker's `--restart`): whether a container that ended starts again,
-//! and after how long. The rules are moby's restart manager's:
-//! - `always` restarts whatever the exit code; `unless-stopped` too, unless the user
-//!   stopped the container; `on-failure[:N]` restarts on a non-zero exit, at most N times
-//!   (0: no limit).
-//! - A stop or kill by the user cancels the policy until the user starts the container
-//!   again. When the daemon starts, `always` containers start again even so.
+//! and after how long. The rules are moby's, read from its code:
+//!
+//! - A signal from the user (`docker kill [-s SIG]`, the signals of `docker stop`, `rm -f`)
+//!   marks the container *manually stopped*, whatever the signal; the mark stays until the
+//!   user starts the container again (moby's `HasBeenManuallyStopped`, set in
+//!   daemon/kill.go `killWithSignal`, cleared by `containerStart` with
+//!   `resetRestartManager`).
+//! - The signal also cancels the restart of the current run (moby's `ExitOnNext`, which
+//!   cancels the restart manager) when it is SIGKILL, when it is the container's
+//!   StopSignal, or when the container has no StopSignal. Any other signal (say
+//!   `kill -s USR1` on a container created with `--stop-signal=TERM`) leaves the policy
+//!   in force: if the process dies of it, `always` and `on-failure` start it again,
+//!   `unless-stopped` does not (it is manually stopped).
+//! - When a run ends and its restart was not cancelled (restartmanager/restartmanager.go
+//!   `ShouldRestart`): `always` restarts; `unless-stopped` restarts unless the container is
+//!   manually stopped; `on-failure[:N]` restarts on a non-zero exit, at most N times in a
+//!   row (0: no limit), whether manually stopped or not.
+//! - Cancellations live in memory, as moby's restart managers do: when the daemon starts
+//!   (daemon/daemon.go `restore`), each exited container that ran before is judged by
+//!   the same `ShouldRestart` with a fresh manager. So after `docker stop`/`docker kill`,
+//!   `always` comes back at the daemon's start, `unless-stopped` never does, and
+//!   `on-failure` does if the exit code was not 0. The daemon's start is a start like the
+//!   user's: it clears the manual stop and the restart count.
 //! - The delay before a restart starts at 100 ms and doubles each time, up to a minute;
 //!   a container that ran for 10 s or more starts over at 100 ms.
 
@@ -45,27 +62,46 @@ pub fn validate(policy: &RestartPolicy, auto_remove: bool) -> Result<(), String>
     Ok(())
 }
 
-/// Whether a container that just exited with `exit_code` restarts. `restarts` is how many
-/// times the policy restarted it since the user last started it.
+/// Whether the user's signal `sig` cancels the restart of the current run (moby's
+/// `ExitOnNext`): SIGKILL, the container's stop signal, or any signal when the container
+/// has none.
+pub fn signal_cancels(sig: i32, stop_signal: Option<i32>) -> bool {
+    sig == libc::SIGKILL || stop_signal.is_none_or(|s| s == sig)
+}
+
+/// Whether a container that just exited with `exit_code` restarts. `cancelled`: a signal
+/// from the user cancelled the restart of this run; `restarts`: how many times the policy
+/// restarted it since it was last started by the user or the daemon.
 pub fn after_exit(
     policy: &RestartPolicy,
     exit_code: i32,
-    stopped_by_user: bool,
+    manually_stopped: bool,
+    cancelled: bool,
     restarts: u32,
 ) -> bool {
-    !stopped_by_user && wants_restart(policy, exit_code, restarts)
+    !cancelled && should_restart(policy, exit_code, manually_stopped, restarts)
 }
 
-/// Whether a container found not running when the daemon starts is started again.
+/// Whether a container found exited when the daemon starts is started again.
 pub fn on_daemon_start(
     policy: &RestartPolicy,
     exit_code: i32,
-    stopped_by_user: bool,
+    manually_stopped: bool,
+    restarts: u32,
+) -> bool {
+    should_restart(policy, exit_code, manually_stopped, restarts)
+}
+
+/// moby's `ShouldRestart`, for a restart manager that was not cancelled.
+fn should_restart(
+    policy: &RestartPolicy,
+    exit_code: i32,
+    manually_stopped: bool,
     restarts: u32,
 ) -> bool {
     match policy.name.as_str() {
-        "always" => true,
-        _ => after_exit(policy, exit_code, stopped_by_user, restarts),
+        "unless-stopped" if manually_stopped => false,
+        _ => wants_restart(policy, exit_code, restarts),
     }
 }
 
@@ -116,23 +152,56 @@ mod tests {
 
     #[test]
     fn policies_decide_as_moby() {
-        assert!(!after_exit(&policy("no", 0), 1, false, 0));
-        assert!(after_exit(&policy("always", 0), 0, false, 100));
-        assert!(!after_exit(&policy("always", 0), 0, true, 0));
-        assert!(after_exit(&policy("unless-stopped", 0), 0, false, 0));
-        assert!(!after_exit(&policy("on-failure", 0), 0, false, 0));
-        assert!(after_exit(&policy("on-failure", 0), 1, false, 1000));
-        assert!(after_exit(&policy("on-failure", 2), 3, false, 1));
-        assert!(!after_exit(&policy("on-failure", 2), 3, false, 2));
+        assert!(!after_exit(&policy("no", 0), 1, false, false, 0));
+        assert!(after_exit(&policy("always", 0), 0, false, false, 100));
+        assert!(after_exit(&policy("unless-stopped", 0), 0, false, false, 0));
+        assert!(!after_exit(&policy("on-failure", 0), 0, false, false, 0));
+        assert!(after_exit(&policy("on-failure", 0), 1, false, false, 1000));
+        assert!(after_exit(&policy("on-failure", 2), 3, false, false, 1));
+        assert!(!after_exit(&policy("on-failure", 2), 3, false, false, 2));
     }
 
     #[test]
-    fn daemon_start_brings_back_always_even_after_a_stop() {
+    fn a_cancelled_run_never_restarts() {
+        for p in ["always", "unless-stopped", "on-failure"] {
+            assert!(!after_exit(&policy(p, 0), 1, true, true, 0), "{p}");
+        }
+    }
+
+    #[test]
+    fn a_signal_that_does_not_cancel_leaves_the_policy_but_marks_a_manual_stop() {
+        // `kill -s USR1` with `--stop-signal=TERM`, and the process dies of it.
+        assert!(after_exit(&policy("always", 0), 138, true, false, 0));
+        assert!(after_exit(&policy("on-failure", 0), 138, true, false, 0));
+        assert!(!after_exit(
+            &policy("unless-stopped", 0),
+            138,
+            true,
+            false,
+            0
+        ));
+    }
+
+    #[test]
+    fn which_signals_cancel() {
+        let (kill, term, usr1) = (libc::SIGKILL, libc::SIGTERM, libc::SIGUSR1);
+        assert!(signal_cancels(kill, Some(term)));
+        assert!(signal_cancels(term, Some(term)));
+        assert!(!signal_cancels(usr1, Some(term)));
+        // No stop signal configured: every signal cancels (moby's else branch).
+        assert!(signal_cancels(usr1, None));
+    }
+
+    #[test]
+    fn daemon_start_judges_with_a_fresh_restart_manager() {
         assert!(on_daemon_start(&policy("always", 0), 137, true, 0));
         assert!(!on_daemon_start(&policy("unless-stopped", 0), 137, true, 0));
         assert!(on_daemon_start(&policy("unless-stopped", 0), 0, false, 0));
         assert!(on_daemon_start(&policy("on-failure", 0), 1, false, 0));
+        // moby ignores the manual stop for on-failure: a non-zero exit comes back.
+        assert!(on_daemon_start(&policy("on-failure", 0), 137, true, 0));
         assert!(!on_daemon_start(&policy("on-failure", 0), 0, false, 0));
+        assert!(!on_daemon_start(&policy("on-failure", 2), 1, false, 2));
         assert!(!on_daemon_start(&policy("no", 0), 1, false, 0));
     }
 
