@@ -507,16 +507,22 @@ pub fn build(
     if !cpu.is_empty() {
         resources.insert("cpu".into(), Value::Object(cpu));
     }
+    // Docker's device cgroup (moby oci/defaults.go, daemon/oci_linux.go): every device
+    // denied, all allowed when privileged; the runtime adds the few every container uses
+    // (null, zero, full, random, urandom, tty, console, ptmx, pts) as runc does. Without it
+    // root in a container without user namespace could mknod and open any host device.
+    let allow_all = host.privileged;
+    resources.insert(
+        "devices".into(),
+        json!([{"allow": allow_all, "access": "rwm"}]),
+    );
 
     let mut linux = json!({
         "namespaces": namespaces,
         "maskedPaths": if host.privileged { json!([]) } else { json!(MASKED_PATHS) },
         "readonlyPaths": if host.privileged { json!([]) } else { json!(READONLY_PATHS) },
     });
-    if !resources.is_empty() {
-        linux["resources"] = Value::Object(resources);
-        linux["cgroupsPath"] = json!(format!("/berth/{}", rec.id));
-    }
+    linux["resources"] = Value::Object(resources);
     if let Some(seccomp) = seccomp(host.privileged, &secopts.seccomp, &caps)? {
         linux["seccomp"] = seccomp;
     }
