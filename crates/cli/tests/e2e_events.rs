@@ -1,5 +1,6 @@
 //! End to end through the real docker CLI against `berth daemon`: `docker events` with
-//! since/until replay and filters, a live stream, image tag/untag events, and `berth events`.
+//! since/until replay and filters, a live stream, image events (tag, untag, delete, import,
+//! load, save, push and pull from a real registry), and `berth events`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -7,6 +8,8 @@ use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+
+use berth_testkit::registry::TestRegistry;
 
 mod common;
 use common::*;
@@ -30,6 +33,30 @@ fn actions(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
+fn names(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            e["Actor"]["Attributes"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+const JSON: &str = "{{json .}}";
+
+/// `docker events --since T0 --until T1 --filter F... --format FORMAT`: the buffered events.
+fn replay(d: &Daemon, t0: &str, t1: &str, filters: &[&str], format: &str) -> String {
+    let mut args = vec!["events", "--since", t0, "--until", t1];
+    for f in filters {
+        args.extend(["--filter", f]);
+    }
+    args.extend(["--format", format]);
+    d.ok(&args)
+}
+
 #[test]
 fn run_replays_create_attach_start_die_destroy() {
     let d = Daemon::start(None, None);
@@ -48,17 +75,7 @@ fn run_replays_create_attach_start_die_destroy() {
     d.ok(&["create", "--name", "ev2", "busybox", "true"]);
     d.ok(&["rm", "ev1", "ev2"]);
     let t1 = now();
-    let out = d.ok(&[
-        "events",
-        "--since",
-        &t0,
-        "--until",
-        &t1,
-        "--filter",
-        "container=ev1",
-        "--format",
-        "{{json .}}",
-    ]);
+    let out = replay(&d, &t0, &t1, &["container=ev1"], JSON);
     let evs = json_lines(&out);
     assert_eq!(
         actions(&evs),
@@ -82,19 +99,13 @@ fn run_replays_create_attach_start_die_destroy() {
     }
     assert_eq!(evs[3]["Actor"]["Attributes"]["exitCode"], "0");
     // Filters combine: only the die events, across both containers by label.
-    let out = d.ok(&[
-        "events",
-        "--since",
+    let out = replay(
+        &d,
         &t0,
-        "--until",
         &t1,
-        "--filter",
-        "event=die",
-        "--filter",
-        "label=tier=front",
-        "--format",
+        &["event=die", "label=tier=front"],
         "{{.Action}} {{.Actor.Attributes.name}}",
-    ]);
+    );
     assert_eq!(out.trim(), "die ev1");
     // A bad filter is refused with the reason.
     let o = d.docker(&["events", "--until", &t1, "--filter", "colour=red"]);
@@ -108,7 +119,7 @@ fn live_stream_sees_a_start_and_images_tag_untag() {
     d.import_busybox();
     let mut child = Command::new(DOCKER)
         .arg("-H")
-        .arg(format!("unix://{}", d.sock.display()))
+        .arg(d.host())
         .args([
             "events",
             "--filter",
@@ -151,47 +162,23 @@ fn live_stream_sees_a_start_and_images_tag_untag() {
     let saved = d.dir.join("saved.tar");
     d.ok(&["save", "-o", saved.to_str().unwrap(), "busybox"]);
     let t1 = now();
-    let out = d.ok(&[
-        "events",
-        "--since",
-        &t0,
-        "--until",
-        &t1,
-        "--filter",
-        "type=image",
-        "--format",
-        "{{json .}}",
-    ]);
+    let out = replay(&d, &t0, &t1, &["type=image"], JSON);
     let evs = json_lines(&out);
     assert_eq!(actions(&evs), ["tag", "untag", "save"], "{out}");
     let id = d.ok(&["inspect", "-f", "{{.Id}}", "busybox"]);
+    let id = id.trim();
     for e in &evs {
-        assert_eq!(e["Actor"]["ID"], id.trim(), "{e}");
+        assert_eq!(e["Actor"]["ID"], id, "{e}");
     }
-    let names: Vec<&str> = evs
-        .iter()
-        .map(|e| e["Actor"]["Attributes"]["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        names,
-        ["ev/tagged:1", "ev/tagged:1", "busybox:latest"],
-        "{out}"
-    );
+    // As dockerd names them: the new tag for `tag`, the image id for `untag` and `save`.
+    assert_eq!(names(&evs), ["ev/tagged:1", id, id], "{out}");
     d.ok(&["rm", "live"]);
 
     // berth's own client: Docker's default line.
-    let o = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("-H")
-        .arg(format!("unix://{}", d.sock.display()))
-        .args(["events", "--since", &t0, "--until", &t1, "-f", "event=tag"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let out = String::from_utf8_lossy(&o.stdout);
+    let out = d.berth_ok(&["events", "--since", &t0, "--until", &t1, "-f", "event=tag"]);
     let line = out.trim();
     assert!(
-        line.ends_with(&format!(" image tag {} (name=ev/tagged:1)", id.trim())),
+        line.ends_with(&format!(" image tag {id} (name=ev/tagged:1)")),
         "{line}"
     );
     assert_eq!(line.lines().count(), 1, "{out}");
@@ -211,23 +198,18 @@ fn exec_and_volume_events() {
     d.ok(&["run", "--rm", "-v", "evvol:/data:ro", "busybox", "true"]);
     d.ok(&["volume", "rm", "evvol"]);
     let t1 = now();
-    let out = d.ok(&[
-        "events",
-        "--since",
+    let out = replay(
+        &d,
         &t0,
-        "--until",
         &t1,
-        "--filter",
-        "container=ex",
-        "--filter",
-        "event=exec_create",
-        "--filter",
-        "event=exec_start",
-        "--filter",
-        "event=exec_die",
-        "--format",
-        "{{json .}}",
-    ]);
+        &[
+            "container=ex",
+            "event=exec_create",
+            "event=exec_start",
+            "event=exec_die",
+        ],
+        JSON,
+    );
     let evs = json_lines(&out);
     assert_eq!(
         actions(&evs),
@@ -243,34 +225,96 @@ fn exec_and_volume_events() {
     assert!(evs
         .iter()
         .all(|e| &e["Actor"]["Attributes"]["execID"] == exec_id));
-    let out = d.ok(&[
-        "events",
-        "--since",
+    let out = replay(
+        &d,
         &t0,
-        "--until",
         &t1,
-        "--filter",
-        "container=ex",
-        "--filter",
-        "event=commit",
-        "--format",
+        &["container=ex", "event=commit"],
         "{{.Actor.Attributes.imageID}}",
-    ]);
+    );
     assert_eq!(out.trim(), image_id.trim());
-    let out = d.ok(&[
-        "events",
-        "--since",
+    let out = replay(
+        &d,
         &t0,
-        "--until",
         &t1,
-        "--filter",
-        "volume=evvol",
-        "--format",
+        &["volume=evvol"],
         "{{.Type}} {{.Action}} {{.Actor.ID}}",
-    ]);
+    );
     assert_eq!(
         out.trim(),
         "volume create evvol\nvolume mount evvol\nvolume destroy evvol",
         "{out}"
     );
+}
+
+/// Every image operation's event comes from the engine, with dockerd's actor and `name`:
+/// the image id for most, the reference for push and pull, the image's labels while it
+/// exists. `--until` alone replays the buffer too, as in Docker.
+#[test]
+fn image_events_import_tag_push_untag_pull_save_delete_load() {
+    let reg = TestRegistry::start(false);
+    let d = Daemon::start(None, None);
+    let tar = berth_testkit::busybox_tar();
+    let saved = d.dir.join("saved.tar");
+    let remote = format!("{}/evbox:1", reg.addr);
+    let repo = format!("{}/evbox", reg.addr);
+    let t0 = now();
+    let tar = tar.to_str().unwrap();
+    d.ok(&["import", "-c", "LABEL tier=front", tar, "evbox"]);
+    let id = d.ok(&["inspect", "-f", "{{.Id}}", "evbox"]);
+    let id = id.trim();
+    d.ok(&["tag", "evbox", &remote]);
+    d.ok(&["push", &remote]);
+    d.ok(&["rmi", &remote]);
+    d.ok(&["pull", &remote]);
+    d.ok(&["save", "-o", saved.to_str().unwrap(), "evbox"]);
+    d.ok(&["rmi", "-f", id]);
+    d.ok(&["load", "-i", saved.to_str().unwrap()]);
+    let t1 = now();
+
+    let out = replay(&d, &t0, &t1, &["type=image"], JSON);
+    let evs = json_lines(&out);
+    let mut acts = actions(&evs);
+    // `rmi -f` untags each reference (evbox, the registry tag and its digest) once.
+    acts.dedup();
+    assert_eq!(
+        acts,
+        ["tag", "import", "tag", "push", "untag", "pull", "save", "untag", "delete", "load"],
+        "{out}"
+    );
+    for e in &evs {
+        assert_eq!(e["Type"], "image", "{e}");
+        assert_eq!(e["status"], e["Action"], "{e}");
+        assert_eq!(e["id"], e["Actor"]["ID"], "{e}");
+        let attrs = &e["Actor"]["Attributes"];
+        let (want_id, want_name) = match e["Action"].as_str().unwrap() {
+            "tag" if attrs["name"] == "evbox:latest" => (id, "evbox:latest"),
+            "tag" => (id, remote.as_str()),
+            "push" | "pull" => (remote.as_str(), repo.as_str()),
+            _ => (id, id),
+        };
+        assert_eq!(e["Actor"]["ID"], want_id, "{e}");
+        assert_eq!(attrs["name"], want_name, "{e}");
+        // The image's labels, except once it is deleted.
+        let labelled = e["Action"] != "delete";
+        assert_eq!(attrs["tier"] == "front", labelled, "{e}");
+    }
+
+    // The image filter takes a repository without its tag, as dockerd's does.
+    let out = replay(&d, &t0, &t1, &[&format!("image={repo}")], "{{.Action}}");
+    assert_eq!(out, "tag\npush\npull\n");
+
+    // `--until` alone replays what the buffer holds up to then.
+    let out = d.ok(&[
+        "events",
+        "--until",
+        &t1,
+        "--filter",
+        "type=image",
+        "--filter",
+        "event=load",
+        "--format",
+        "{{.Action}} {{.Actor.ID}}",
+    ]);
+    assert_eq!(out.trim(), format!("load {id}"));
 }

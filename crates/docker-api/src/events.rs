@@ -28,10 +28,11 @@ pub async fn events(ctx: Ctx) -> ApiResult<Response<Body>> {
         .filter(|s| !s.is_empty())
         .map(parse_time)
         .transpose()?;
-    let (past, mut rx) = ctx.api.engine.events().subscribe(since);
+    let (past, mut rx) = ctx.api.engine.events().subscribe(since, until);
     let (tx, body) = mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
         let send = |ev: &Event| {
+            // Replayed events are already within since..=until; live ones may come after.
             let keep = filter.matches(ev) && until.is_none_or(|u| ev.time_nano <= u);
             keep.then(|| line(ev))
         };

@@ -3,8 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use berth_engine::events::Event;
-use berth_engine::images::{ImageInfo, ImageRemoval};
+use berth_engine::images::{tagged, ImageInfo, ImageRemoval};
 use berth_engine::{timefmt, EngineError};
 use bytes::Bytes;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
@@ -96,23 +95,12 @@ pub async fn inspect(ctx: Ctx, name: &str) -> ApiResult<Response<Body>> {
 }
 
 pub async fn remove(ctx: Ctx, name: &str) -> ApiResult<Response<Body>> {
-    let engine = &ctx.api.engine;
-    let in_use = engine.images_in_use();
-    let id = engine.images().resolve(name)?.id;
-    let removed = engine
-        .images()
-        .remove(name, ctx.query.bool("force"), &in_use)?;
+    let removed = ctx.api.engine.remove_image(name, ctx.query.bool("force"))?;
     let out: Vec<Value> = removed
         .into_iter()
         .map(|r| match r {
-            ImageRemoval::Untagged(t) => {
-                engine.emit(Event::new("image", "untag", id.clone()).attr("name", familiar(&t)));
-                json!({"Untagged": t})
-            }
-            ImageRemoval::Deleted(d) => {
-                engine.emit(Event::new("image", "delete", d.clone()).attr("name", d.clone()));
-                json!({"Deleted": d})
-            }
+            ImageRemoval::Untagged(t) => json!({"Untagged": t}),
+            ImageRemoval::Deleted(d) => json!({"Deleted": d}),
         })
         .collect();
     Ok(json_response(StatusCode::OK, &Value::Array(out)))
@@ -124,25 +112,8 @@ pub async fn tag(ctx: Ctx, name: &str) -> ApiResult<Response<Body>> {
         .get("repo")
         .filter(|r| !r.is_empty())
         .ok_or_else(|| ApiError::bad_request("repo is required"))?;
-    let engine = &ctx.api.engine;
-    engine.images().tag(name, repo, ctx.query.get("tag"))?;
-    let new_ref = match ctx.query.get("tag").filter(|t| !t.is_empty()) {
-        Some(t) => format!("{repo}:{t}"),
-        None => repo.to_string(),
-    };
-    let id = engine.images().resolve(&new_ref)?.id;
-    engine.emit(Event::new("image", "tag", id).attr("name", familiar(&new_ref)));
+    ctx.api.engine.tag_image(name, repo, ctx.query.get("tag"))?;
     Ok(status_only(StatusCode::CREATED))
-}
-
-/// A reference as Docker names it in events: `alpine:latest`, `user/app:1`.
-fn familiar(r: &str) -> String {
-    match berth_image::Reference::parse(r) {
-        Ok(p) if p.digest().is_none() => {
-            format!("{}:{}", p.familiar_name(), p.tag().unwrap_or("latest"))
-        }
-        _ => r.to_string(),
-    }
 }
 
 /// Streams one JSON message, as Docker's progress streams carry them.
@@ -183,13 +154,11 @@ pub async fn create(ctx: Ctx) -> ApiResult<Response<Body>> {
         }
         _ => return Err(ApiError::bad_request("either fromImage or fromSrc is required")),
     }
-    let repo = ctx.query.get("repo").unwrap_or("").to_string();
-    let tag = ctx.query.get("tag").unwrap_or("").to_string();
-    let reference = match (repo.is_empty(), tag.is_empty()) {
-        (true, _) => None,
-        (false, true) => Some(repo),
-        (false, false) => Some(format!("{repo}:{tag}")),
-    };
+    let reference = ctx
+        .query
+        .get("repo")
+        .filter(|r| !r.is_empty())
+        .map(|repo| tagged(repo, ctx.query.get("tag")));
     let changes: Vec<String> = ctx
         .query
         .all("changes")
@@ -203,16 +172,10 @@ pub async fn create(ctx: Ctx) -> ApiResult<Response<Body>> {
         .filter(|m| !m.is_empty())
         .map(String::from);
     let engine = ctx.api.engine.clone();
-    let name = reference.clone();
-    let events = engine.clone();
     let img = with_body(ctx, move |r| {
-        engine
-            .images()
-            .import(r, reference.as_deref(), changes, msg)
+        engine.import_image(r, reference.as_deref(), changes, msg)
     })
     .await?;
-    let ev = Event::new("image", "import", img.id.clone());
-    events.emit(ev.attr("name", name.unwrap_or_else(|| img.id.clone())));
     let (tx, rx) = mpsc::channel(1);
     let _ = tx.send(message(json!({"status": img.id}))).await;
     Ok(json_stream(rx))
@@ -220,12 +183,9 @@ pub async fn create(ctx: Ctx) -> ApiResult<Response<Body>> {
 
 pub async fn load(ctx: Ctx) -> ApiResult<Response<Body>> {
     let engine = ctx.api.engine.clone();
-    let events = engine.clone();
-    let loaded = with_body(ctx, move |r| engine.images().load(r)).await?;
+    let loaded = with_body(ctx, move |r| engine.load_images(r)).await?;
     let (tx, rx) = mpsc::channel(loaded.len().max(1) * 2);
     for (id, refs) in loaded {
-        let name = refs.first().cloned().unwrap_or_else(|| id.clone());
-        events.emit(Event::new("image", "load", id.clone()).attr("name", name));
         if refs.is_empty() {
             let _ = tx
                 .send(message(
@@ -254,21 +214,17 @@ pub async fn save(ctx: Ctx, name: Option<String>) -> ApiResult<Response<Body>> {
         return Err(ApiError::bad_request("no image names given"));
     }
     let engine = ctx.api.engine.clone();
-    let mut ids = Vec::new();
+    // Unknown names are a 404 before the archive starts.
     for n in &names {
-        ids.push((engine.images().resolve(n)?.id, familiar(n)));
+        engine.images().resolve(n)?;
     }
     let (tx, rx) = mpsc::channel(8);
     tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut out = BodyWriter::new(tx);
-        if let Err(e) = engine.images().save(&refs, &mut out) {
+        if let Err(e) = engine.save_images(&refs, &mut out) {
             tracing::warn!(error = %e, "image save failed midway; cutting the response");
             out.fail(std::io::Error::other(e.to_string()));
-            return;
-        }
-        for (id, name) in ids {
-            engine.emit(Event::new("image", "save", id).attr("name", name));
         }
     });
     let mut resp = Response::new(fallible_channel(rx));

@@ -5,7 +5,6 @@
 
 use std::sync::OnceLock;
 
-use berth_engine::events::Event;
 use berth_image::Reference;
 use berth_registry::{
     Credentials, PlatformSpec, Progress, PullOptions, PushOptions, RegistryError, RegistryOptions,
@@ -179,10 +178,8 @@ pub async fn pull(ctx: Ctx, from_image: &str) -> ApiResult<Response<Body>> {
         };
         let mut updated = false;
         for t in &targets {
-            let r = berth_registry::pull(engine.images().store(), t, &opts, progress)?;
+            let r = engine.pull_image(t, &opts, progress)?;
             updated |= r.updated;
-            let name = format!("{}:{}", t.familiar_name(), t.tag().unwrap_or("latest"));
-            engine.emit(Event::new("image", "pull", name.clone()).attr("name", name));
             progress(Progress {
                 id: None,
                 status: format!("Digest: {}", r.digest),
@@ -209,41 +206,8 @@ pub async fn pull(ctx: Ctx, from_image: &str) -> ApiResult<Response<Body>> {
 
 /// `POST /images/{name}/push?tag=TAG`; no tag pushes every tag of the repository.
 pub async fn push(ctx: Ctx, name: &str) -> ApiResult<Response<Body>> {
-    let tag = ctx.query.get("tag").filter(|t| !t.is_empty());
-    let base =
-        Reference::parse_name_only(name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let engine = ctx.api.engine.clone();
-    let targets: Vec<Reference> = match (tag, base.tag(), base.digest()) {
-        (Some(t), _, _) => vec![base
-            .with_tag(t)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?],
-        (None, Some(_), _) | (None, _, Some(_)) => vec![base.clone()],
-        (None, None, None) => {
-            let repo = base.name();
-            let images = engine
-                .images()
-                .store()
-                .list()
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            images
-                .iter()
-                .flat_map(|i| i.repo_tags.iter())
-                .filter(|r| r.name() == repo)
-                .cloned()
-                .collect()
-        }
-    };
-    let Some(first) = targets.first() else {
-        return Err(ApiError::not_found(format!(
-            "An image does not exist locally with the tag: {}",
-            base.familiar_name()
-        )));
-    };
-    if engine.images().store().resolve(&first.canonical()).is_err() {
-        return Err(ApiError::not_found(format!(
-            "An image does not exist locally with the tag: {first}"
-        )));
-    }
+    let targets = engine.push_targets(name, ctx.query.get("tag"))?;
     let opts = PushOptions {
         registry: registry_options(&ctx)?,
         ..Default::default()
@@ -251,10 +215,7 @@ pub async fn push(ctx: Ctx, name: &str) -> ApiResult<Response<Body>> {
     stream(1, move |progress| {
         let mut tail = Vec::new();
         for t in &targets {
-            let r =
-                berth_registry::push(engine.images().store(), &t.canonical(), t, &opts, progress)?;
-            let name = format!("{}:{}", t.familiar_name(), t.tag().unwrap_or("latest"));
-            engine.emit(Event::new("image", "push", name.clone()).attr("name", name));
+            let r = engine.push_image(t, &opts, progress)?;
             progress(Progress {
                 id: None,
                 status: format!("{}: digest: {} size: {}", r.tag, r.digest, r.size),

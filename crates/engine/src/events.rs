@@ -1,7 +1,16 @@
 //! `docker events`: what happened to containers, images and volumes, as it happens.
 //!
 //! Every event goes to a broadcast channel (live subscribers) and to a bounded ring of the
-//! most recent ones, so that a client asking `since` a moment ago gets them replayed.
+//! most recent ones ([`RING`]), so that a client asking `since` a moment ago gets them
+//! replayed. As in Docker (daemon/events: a buffer of the last 256), events live in memory
+//! only: the ring is not persisted, a daemon restart starts it empty, and `since` reaches no
+//! further back than the ring. `since` and `until` select from the ring (Docker's
+//! `loadBufferedEvents`): with either one given, the remembered events at or after `since`
+//! and at or before `until` are replayed; with neither, only live events follow. The front
+//! end closes the stream once `until` has passed.
+//!
+//! The engine emits them where the work is done: container events from the life cycle,
+//! image events from the image operations in `images.rs`, volume events from `volumes.rs`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -12,8 +21,8 @@ use tokio::sync::broadcast;
 use crate::container::ContainerRecord;
 use crate::error::{EngineError, Result};
 
-/// How many past events `since` can replay.
-const RING: usize = 1000;
+/// How many past events `since` can replay (Docker keeps 256).
+pub const RING: usize = 1000;
 
 /// One event, as the Docker API's `EventMessage` holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +56,19 @@ impl Event {
         ev.attributes = rec.config.labels.clone().into_iter().collect();
         ev.attributes.insert("image".into(), rec.image_ref.clone());
         ev.attributes.insert("name".into(), rec.name.clone());
+        ev
+    }
+
+    /// An image event as moby's `LogImageEvent` makes it: the image's labels, then `name`.
+    pub fn image(
+        action: &str,
+        id: impl Into<String>,
+        name: impl Into<String>,
+        labels: BTreeMap<String, String>,
+    ) -> Event {
+        let mut ev = Event::new("image", action, id);
+        ev.attributes = labels;
+        ev.attributes.insert("name".into(), name.into());
         ev
     }
 
@@ -84,14 +106,26 @@ impl EventHub {
         let _ = self.tx.send(ev);
     }
 
-    /// The remembered events at or after `since_nano` (none without it), and a receiver of
-    /// those that follow.
-    pub fn subscribe(&self, since_nano: Option<i64>) -> (Vec<Event>, broadcast::Receiver<Event>) {
+    /// The remembered events at or after `since_nano` and at or before `until_nano` (none
+    /// when neither is given), and a receiver of those that follow.
+    pub fn subscribe(
+        &self,
+        since_nano: Option<i64>,
+        until_nano: Option<i64>,
+    ) -> (Vec<Event>, broadcast::Receiver<Event>) {
         let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         let rx = self.tx.subscribe();
-        let past = match since_nano {
-            Some(t) => ring.iter().filter(|e| e.time_nano >= t).cloned().collect(),
-            None => Vec::new(),
+        let past = if since_nano.is_none() && until_nano.is_none() {
+            Vec::new()
+        } else {
+            let (since, until) = (
+                since_nano.unwrap_or(i64::MIN),
+                until_nano.unwrap_or(i64::MAX),
+            );
+            ring.iter()
+                .filter(|e| (since..=until).contains(&e.time_nano))
+                .cloned()
+                .collect()
         };
         (past, rx)
     }
@@ -144,15 +178,19 @@ impl EventFilter {
                     && (ev.actor_id.starts_with(v)
                         || attr("name") == Some(v.trim_start_matches('/')))
             }
-            "image" => match ev.typ {
-                "image" => {
-                    ev.actor_id == v
-                        || attr("name") == Some(v)
-                        || ev.actor_id.starts_with(&format!("sha256:{v}"))
-                }
-                "container" => attr("image") == Some(v),
-                _ => false,
-            },
+            // Docker's matchImage: the actor or its image name, with or without the tag.
+            "image" => {
+                let name = match ev.typ {
+                    "image" => attr("name"),
+                    "container" => attr("image"),
+                    _ => return false,
+                };
+                let ids = [Some(ev.actor_id.as_str()), name];
+                ids.into_iter()
+                    .flatten()
+                    .any(|s| s == v || strip_tag(s) == v)
+                    || (ev.typ == "image" && ev.actor_id.starts_with(&format!("sha256:{v}")))
+            }
             "volume" => ev.typ == "volume" && ev.actor_id == v,
             "label" => match v.split_once('=') {
                 Some((k, val)) => attr(k) == Some(val),
@@ -161,6 +199,11 @@ impl EventFilter {
             _ => false,
         }
     }
+}
+
+/// `alpine:3` -> `alpine`; what does not parse as a reference stays as it is.
+fn strip_tag(s: &str) -> String {
+    berth_image::Reference::parse_name_only(s).map_or_else(|_| s.to_string(), |r| r.familiar_name())
 }
 
 /// A `since`/`until` value: unix seconds (with an optional fraction) or RFC 3339.
@@ -225,6 +268,16 @@ mod tests {
         assert!(!filter(&[("container", "web"), ("event", "die")]).matches(&ev));
         let exec = Event::new("container", "exec_start: sh -c true", "abcdef0123");
         assert!(filter(&[("event", "exec_start")]).matches(&exec));
+        // Images: by id, id prefix, name, or name without its tag.
+        let tag = Event::image("tag", "sha256:abcd", "app:1", BTreeMap::new());
+        assert!(filter(&[("image", "sha256:abcd")]).matches(&tag));
+        assert!(filter(&[("image", "abc")]).matches(&tag));
+        assert!(filter(&[("image", "app:1")]).matches(&tag));
+        assert!(filter(&[("image", "app")]).matches(&tag));
+        assert!(!filter(&[("image", "other")]).matches(&tag));
+        let pull = Event::image("pull", "host:5000/app:1", "host:5000/app", BTreeMap::new());
+        assert!(filter(&[("image", "host:5000/app")]).matches(&pull));
+        assert!(filter(&[("image", "host:5000/app:1")]).matches(&pull));
         let vol = Event::new("volume", "create", "data");
         assert!(filter(&[("volume", "data")]).matches(&vol));
         assert!(!filter(&[("volume", "data")]).matches(&ev));
@@ -251,11 +304,16 @@ mod tests {
         let hub = EventHub::default();
         let old = start();
         hub.emit(old.clone());
-        let (past, _) = hub.subscribe(None);
+        let (past, _) = hub.subscribe(None, None);
         assert!(past.is_empty());
-        let (past, mut rx) = hub.subscribe(Some(old.time_nano));
+        let (past, mut rx) = hub.subscribe(Some(old.time_nano), None);
         assert_eq!(past, vec![old.clone()]);
-        let (past, _) = hub.subscribe(Some(old.time_nano + 1));
+        let (past, _) = hub.subscribe(Some(old.time_nano + 1), None);
+        assert!(past.is_empty());
+        // `until` alone replays what came before it, as Docker does.
+        let (past, _) = hub.subscribe(None, Some(old.time_nano));
+        assert_eq!(past, vec![old.clone()]);
+        let (past, _) = hub.subscribe(None, Some(old.time_nano - 1));
         assert!(past.is_empty());
         let next = Event::new("image", "tag", "sha256:1");
         hub.emit(next.clone());
@@ -268,7 +326,7 @@ mod tests {
         for i in 0..RING + 5 {
             hub.emit(Event::new("volume", "create", format!("v{i}")));
         }
-        let (past, _) = hub.subscribe(Some(0));
+        let (past, _) = hub.subscribe(Some(0), None);
         assert_eq!(past.len(), RING);
         assert_eq!(past[0].actor_id, "v5");
     }

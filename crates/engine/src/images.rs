@@ -1,6 +1,10 @@
 //! The engine's view of images and root file systems: berth-image's store for images, and
 //! berth-snapshot for each container's root. Translates their types and errors into the
 //! engine's, so that front ends need neither crate.
+//!
+//! The image operations a client asks for (tag, rmi, import, load, save, pull, push) are
+//! [`Engine`] methods: each does the work and publishes Docker's image event, so that every
+//! front end (the Docker API today, a CRI or gRPC one later) gets the same events.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -8,11 +12,17 @@ use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
 use berth_idmap::UsernsMaps;
-use berth_image::{ArchiveFormat, Digest, Image, ImageError, ImageStore, ImportOptions, Removed};
-
+use berth_image::{
+    ArchiveFormat, Digest, Image, ImageError, ImageStore, ImportOptions, Reference, Removed,
+};
+use berth_registry::{
+    ProgressSink, PullOptions, PullReport, PushOptions, PushReport, RegistryError,
+};
 use berth_snapshot::{RemapMode, SnapshotError, Snapshotter};
 
+use crate::engine::Engine;
 use crate::error::{EngineError, Result};
+use crate::events::Event;
 
 /// The parts of an image's config a container inherits (Docker's `ContainerConfig`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -134,8 +144,9 @@ impl Images {
         })
     }
 
-    /// The image store itself, for registry pull and push (berth-registry works on it).
-    pub fn store(&self) -> &ImageStore {
+    /// The image store itself, for registry pull and push (berth-registry works on it) and
+    /// commit.
+    pub(crate) fn store(&self) -> &ImageStore {
         &self.store
     }
 
@@ -160,16 +171,12 @@ impl Images {
         Ok(self.store.list().map_err(image_error)?.len())
     }
 
-    pub fn tag(&self, src: &str, repo: &str, tag: Option<&str>) -> Result<()> {
-        let new_ref = match tag.filter(|t| !t.is_empty()) {
-            Some(t) => format!("{repo}:{t}"),
-            None => repo.to_string(),
-        };
-        self.store.tag(src, &new_ref).map_err(image_error)
+    pub(crate) fn tag(&self, src: &str, new_ref: &str) -> Result<()> {
+        self.store.tag(src, new_ref).map_err(image_error)
     }
 
     /// `docker rmi`; `in_use` holds the image ids containers use.
-    pub fn remove(
+    pub(crate) fn remove(
         &self,
         name_or_id: &str,
         force: bool,
@@ -218,7 +225,7 @@ impl Images {
     }
 
     /// `docker import`: a root file system tarball becomes an image.
-    pub fn import(
+    pub(crate) fn import(
         &self,
         reader: impl Read,
         reference: Option<&str>,
@@ -237,7 +244,7 @@ impl Images {
     }
 
     /// `docker load`: returns the references (or ids, for untagged images) loaded.
-    pub fn load(&self, reader: impl Read) -> Result<Vec<(String, Vec<String>)>> {
+    pub(crate) fn load(&self, reader: impl Read) -> Result<Vec<(String, Vec<String>)>> {
         let loaded = self.store.load(reader).map_err(image_error)?;
         Ok(loaded
             .into_iter()
@@ -251,7 +258,7 @@ impl Images {
     }
 
     /// `docker save`, in Docker's archive format.
-    pub fn save(&self, names: &[&str], out: impl Write) -> Result<()> {
+    pub(crate) fn save(&self, names: &[&str], out: impl Write) -> Result<()> {
         self.store
             .save(names, ArchiveFormat::Docker, out)
             .map_err(image_error)
@@ -305,9 +312,206 @@ impl Images {
     }
 }
 
+/// A reference as Docker shows it in events and answers: `alpine:latest`, `user/app:1`,
+/// `localhost:5000/a@sha256:...`. Anything that does not parse is shown as given.
+fn familiar(r: &str) -> String {
+    Reference::parse(r).map_or_else(|_| r.to_string(), |p| p.to_string())
+}
+
+/// `repo` with `tag` (none or empty: as given, so `:latest` by default).
+pub fn tagged(repo: &str, tag: Option<&str>) -> String {
+    match tag.filter(|t| !t.is_empty()) {
+        Some(t) => format!("{repo}:{t}"),
+        None => repo.to_string(),
+    }
+}
+
+impl Engine {
+    /// The labels of image `id`, for its events (none once it is deleted, as in Docker).
+    fn image_labels(&self, id: &str) -> BTreeMap<String, String> {
+        self.inner
+            .images
+            .resolve(id)
+            .map(|i| i.config.labels)
+            .unwrap_or_default()
+    }
+
+    /// Publishes an image event as moby's `LogImageEvent` does: the actor is `id`, the
+    /// attributes the image's labels and `name`.
+    fn image_event(&self, action: &str, id: &str, name: &str) {
+        self.emit(Event::image(action, id, name, self.image_labels(id)));
+    }
+
+    /// `docker tag SRC REPO[:TAG]`; event `tag` (the image's id, name `REPO:TAG`).
+    pub fn tag_image(&self, src: &str, repo: &str, tag: Option<&str>) -> Result<()> {
+        let new_ref = tagged(repo, tag);
+        self.inner.images.tag(src, &new_ref)?;
+        let id = self.inner.images.resolve(&new_ref)?.id;
+        self.image_event("tag", &id, &familiar(&new_ref));
+        Ok(())
+    }
+
+    /// `docker rmi`: refused for an image a container uses unless `force`. Events: `untag`
+    /// for each reference removed and `delete` when the image goes, both named by the image's
+    /// id as Docker names them.
+    pub fn remove_image(&self, name_or_id: &str, force: bool) -> Result<Vec<ImageRemoval>> {
+        let img = self.inner.images.resolve(name_or_id)?;
+        let in_use = self.images_in_use();
+        let removed = self.inner.images.remove(name_or_id, force, &in_use)?;
+        for r in &removed {
+            // Built from the labels read before: untag events precede the deletion in
+            // Docker, so they carry them.
+            let ev = match r {
+                ImageRemoval::Untagged(_) => {
+                    Event::image("untag", &img.id, &img.id, img.config.labels.clone())
+                }
+                ImageRemoval::Deleted(d) => Event::image("delete", d, d, BTreeMap::new()),
+            };
+            self.emit(ev);
+        }
+        Ok(removed)
+    }
+
+    /// `docker import`: a root file system tarball becomes an image, tagged `reference` if
+    /// given. Events: `tag` (with a reference), then `import` (named by the id).
+    pub fn import_image(
+        &self,
+        reader: impl Read,
+        reference: Option<&str>,
+        changes: Vec<String>,
+        message: Option<String>,
+    ) -> Result<ImageInfo> {
+        let img = self
+            .inner
+            .images
+            .import(reader, reference, changes, message)?;
+        if let Some(r) = reference {
+            self.image_event("tag", &img.id, &familiar(r));
+        }
+        self.image_event("import", &img.id, &img.id);
+        Ok(img)
+    }
+
+    /// `docker load`: each image loaded, with its references (none for an untagged image).
+    /// Event: `load` for each (named by the id).
+    pub fn load_images(&self, reader: impl Read) -> Result<Vec<(String, Vec<String>)>> {
+        let loaded = self.inner.images.load(reader)?;
+        for (id, _) in &loaded {
+            self.image_event("load", id, id);
+        }
+        Ok(loaded)
+    }
+
+    /// `docker save`, in Docker's archive format. Event: `save` for each image written
+    /// (named by the id), once the archive is complete.
+    pub fn save_images(&self, names: &[&str], out: impl Write) -> Result<()> {
+        let ids = names
+            .iter()
+            .map(|n| self.inner.images.resolve(n).map(|i| i.id))
+            .collect::<Result<Vec<_>>>()?;
+        self.inner.images.save(names, out)?;
+        let mut seen = Vec::new();
+        for id in ids {
+            if !seen.contains(&id) {
+                self.image_event("save", &id, &id);
+                seen.push(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// `docker pull` of one reference from its registry. Event: `pull`, as moby's
+    /// distribution.Pull logs it: the actor is the reference (`host:5000/app:1`), the name
+    /// its repository (`host:5000/app`).
+    pub fn pull_image(
+        &self,
+        reference: &Reference,
+        opts: &PullOptions,
+        progress: ProgressSink<'_>,
+    ) -> Result<PullReport, RegistryError> {
+        let report = berth_registry::pull(self.inner.images.store(), reference, opts, progress)?;
+        self.registry_event("pull", reference);
+        Ok(report)
+    }
+
+    /// What `docker push NAME[:TAG]` sends: that tag, or with no tag (nor digest) every tag
+    /// of the repository. Errs as Docker does when there is nothing to push.
+    pub fn push_targets(&self, name: &str, tag: Option<&str>) -> Result<Vec<Reference>> {
+        let bad = |e: berth_image::ReferenceError| EngineError::InvalidParameter(e.to_string());
+        let base = Reference::parse_name_only(name).map_err(bad)?;
+        let targets = match (tag.filter(|t| !t.is_empty()), base.tag(), base.digest()) {
+            (Some(t), _, _) => vec![base.with_tag(t).map_err(bad)?],
+            (None, Some(_), _) | (None, _, Some(_)) => vec![base.clone()],
+            (None, None, None) => {
+                let repo = base.name();
+                let images = self.inner.images.store().list().map_err(image_error)?;
+                images
+                    .iter()
+                    .flat_map(|i| i.repo_tags.iter())
+                    .filter(|r| r.name() == repo)
+                    .cloned()
+                    .collect()
+            }
+        };
+        let missing = |what: String| {
+            EngineError::NotFound(format!(
+                "An image does not exist locally with the tag: {what}"
+            ))
+        };
+        let Some(first) = targets.first() else {
+            return Err(missing(base.familiar_name()));
+        };
+        if self
+            .inner
+            .images
+            .store()
+            .resolve(&first.canonical())
+            .is_err()
+        {
+            return Err(missing(first.to_string()));
+        }
+        Ok(targets)
+    }
+
+    /// `docker push` of one local reference to its registry. Event: `push`, named as `pull`.
+    pub fn push_image(
+        &self,
+        target: &Reference,
+        opts: &PushOptions,
+        progress: ProgressSink<'_>,
+    ) -> Result<PushReport, RegistryError> {
+        let store = self.inner.images.store();
+        let report = berth_registry::push(store, &target.canonical(), target, opts, progress)?;
+        self.registry_event("push", target);
+        Ok(report)
+    }
+
+    fn registry_event(&self, action: &str, reference: &Reference) {
+        let labels = self.image_labels(&reference.canonical());
+        let ev = Event::image(
+            action,
+            reference.to_string(),
+            reference.familiar_name(),
+            labels,
+        );
+        self.emit(ev);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn references_as_events_name_them() {
+        assert_eq!(familiar("alpine"), "alpine:latest");
+        assert_eq!(familiar("docker.io/library/alpine:3"), "alpine:3");
+        assert_eq!(familiar("localhost:5000/a/b:1"), "localhost:5000/a/b:1");
+        assert_eq!(familiar("Not A Reference"), "Not A Reference");
+        assert_eq!(tagged("app", Some("1")), "app:1");
+        assert_eq!(tagged("app", Some("")), "app");
+        assert_eq!(tagged("app", None), "app");
+    }
 
     /// Deleting an image drops the remapped copies of its layers and keeps those of the
     /// images still stored; untagging alone prunes nothing.
@@ -323,7 +527,7 @@ mod tests {
         let gone = images
             .import(&empty[..], Some("gone"), vec![], None)
             .unwrap();
-        images.tag("gone", "gone", Some("2")).unwrap();
+        images.tag("gone", "gone:2").unwrap();
         assert_ne!(kept.layers, gone.layers);
 
         // Copies as the copy method leaves them, under one mapping's directory.

@@ -1,6 +1,6 @@
 //! The harness every end-to-end test file shares: a `berth daemon` on its own temporary
 //! socket, data root and exec root, driven through the real docker CLI
-//! (/usr/local/bin/docker), and cleaned up by pid on drop. Remapped daemons read account
+//! (/usr/local/bin/docker) or the `berth` client, and cleaned up by pid on drop. Remapped daemons read account
 //! files from a temporary root (BERTH_ETC_ROOT), never the real /etc.
 //!
 //! Each test file is its own crate and uses part of this: hence `dead_code` is allowed.
@@ -13,6 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const DOCKER: &str = "/usr/local/bin/docker";
+pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
 /// Generous: only there so that a hang fails instead of blocking CI forever.
 pub const TIMEOUT: &str = "120";
@@ -57,7 +58,7 @@ impl Daemon {
     }
 
     pub fn spawn(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        let mut cmd = Command::new(BERTH);
         cmd.arg("daemon")
             .arg("-H")
             .arg(format!("unix://{}", self.sock.display()))
@@ -127,8 +128,6 @@ impl Daemon {
         }
     }
 
-    /// Stops the daemon with SIGTERM (it must exit cleanly) and starts it again on the same
-    /// roots.
     /// Removes every container through the daemon and waits (bounded) for their monitors to
     /// finish, so that the real cleanup runs (root, runtime state, cgroups) before the test
     /// kills what is left.
@@ -153,6 +152,8 @@ impl Daemon {
         }
     }
 
+    /// Stops the daemon with SIGTERM (it must exit cleanly) and starts it again on the same
+    /// roots.
     pub fn restart(&mut self) {
         let mut child = self.child.take().expect("daemon running");
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -167,15 +168,41 @@ impl Daemon {
         self.spawn();
     }
 
+    /// `docker ARGS` against this daemon.
     pub fn docker(&self, args: &[&str]) -> Output {
         self.docker_stdin(args, None)
     }
 
     pub fn docker_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let host = format!("unix://{}", self.sock.display());
+        self.client(DOCKER, args, stdin)
+    }
+
+    /// `berth ARGS` (the client) against this daemon.
+    pub fn berth(&self, args: &[&str]) -> Output {
+        self.berth_stdin(args, None)
+    }
+
+    pub fn berth_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        self.client(BERTH, args, stdin)
+    }
+
+    /// `unix://SOCKET`, for `-H`.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.sock.display())
+    }
+
+    /// Runs client `exe` (docker or berth) with `-H` this daemon, its own client config
+    /// directory, and `stdin` piped in (then closed). `timeout` only keeps a broken build
+    /// from hanging the suite; it is not a speed check.
+    pub fn client(&self, exe: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
         let mut cmd = Command::new("timeout");
-        cmd.arg(TIMEOUT).arg(DOCKER).arg("-H").arg(&host).args(args);
+        cmd.arg(TIMEOUT)
+            .arg(exe)
+            .arg("-H")
+            .arg(self.host())
+            .args(args);
         cmd.env_remove("DOCKER_HOST")
+            .env_remove("BERTH_HOST")
             .env("DOCKER_CONFIG", self.dir.join("docker-config"));
         cmd.stdin(if stdin.is_some() {
             Stdio::piped()
@@ -184,7 +211,7 @@ impl Daemon {
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("run docker");
+        let mut child = cmd.spawn().expect("run the client");
         if let Some(input) = stdin {
             child.stdin.take().unwrap().write_all(input).unwrap();
         }
@@ -193,10 +220,19 @@ impl Daemon {
 
     /// Runs docker and insists on success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
+        self.succeeded(&format!("docker {args:?}"), self.docker(args))
+    }
+
+    /// Runs berth and insists on success; returns stdout.
+    pub fn berth_ok(&self, args: &[&str]) -> String {
+        self.succeeded(&format!("berth {args:?}"), self.berth(args))
+    }
+
+    /// Insists that `what` (a client run) succeeded; returns its stdout.
+    pub fn succeeded(&self, what: &str, out: Output) -> String {
         assert!(
             out.status.success(),
-            "docker {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+            "{what} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
@@ -211,7 +247,6 @@ impl Daemon {
         self.ok(&["tag", "busybox", "alpine"]);
     }
 
-    /// A raw HTTP/1.1 request on the socket; returns (status, body).
     /// The full id of container `name`.
     pub fn id(&self, name: &str) -> String {
         self.ok(&["inspect", "-f", "{{.Id}}", name])
@@ -228,6 +263,7 @@ impl Daemon {
             .join(path.trim_start_matches('/'))
     }
 
+    /// A raw HTTP/1.1 request on the socket; returns (status, body).
     pub fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
         let mut s = UnixStream::connect(&self.sock).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
