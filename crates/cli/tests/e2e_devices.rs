@@ -48,3 +48,51 @@ fn devices_outside_the_defaults_are_denied_unless_privileged() {
     ]);
     assert_eq!(out, "MKNOD_OK\nOPENED\n");
 }
+
+#[test]
+fn device_and_device_cgroup_rule_open_what_they_name() {
+    let d = Daemon::start(None, None);
+    d.import_busybox();
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--device",
+        "/dev/net/tun:/dev/mytun:r",
+        "busybox",
+        "sh",
+        "-c",
+        "ls -l /dev/mytun | cut -c1; (true < /dev/mytun) && echo READ_OK; (true > /dev/mytun) 2>/dev/null || echo WRITE_DENIED",
+    ]);
+    assert_eq!(out, "c\nREAD_OK\nWRITE_DENIED\n");
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--device-cgroup-rule",
+        "c 10:200 rw",
+        "busybox",
+        "sh",
+        "-c",
+        TRY_TUN,
+    ]);
+    assert_eq!(out, "MKNOD_OK\nOPENED\n");
+    let o = d.docker(&[
+        "run",
+        "--rm",
+        "--device",
+        "/dev/berth-no-such-device",
+        "busybox",
+        "true",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("/dev/berth-no-such-device") && stderr(&o).contains("No such file"),
+        "{}",
+        stderr(&o)
+    );
+    let id = d.ok(&["create", "--device", "/dev/net/tun", "busybox", "true"]);
+    let inspect = d.ok(&["inspect", "-f", "{{json .HostConfig.Devices}}", id.trim()]);
+    assert!(
+        inspect.contains("\"PathOnHost\":\"/dev/net/tun\""),
+        "{inspect}"
+    );
+}

@@ -175,6 +175,10 @@ pub struct HostConfig {
     pub port_bindings: BTreeMap<String, serde_json::Value>,
     #[serde(deserialize_with = "null_default")]
     pub tmpfs: BTreeMap<String, String>,
+    #[serde(deserialize_with = "null_default")]
+    pub devices: Vec<crate::devices::DeviceMapping>,
+    #[serde(deserialize_with = "null_default")]
+    pub device_cgroup_rules: Vec<String>,
 }
 
 /// Where a container is in its life.

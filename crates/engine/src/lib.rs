@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod commit;
 pub mod container;
+pub mod devices;
 mod engine;
 pub mod error;
 pub mod events;

@@ -507,15 +507,10 @@ pub fn build(
     if !cpu.is_empty() {
         resources.insert("cpu".into(), Value::Object(cpu));
     }
-    // Docker's device cgroup (moby oci/defaults.go, daemon/oci_linux.go): every device
-    // denied, all allowed when privileged; the runtime adds the few every container uses
-    // (null, zero, full, random, urandom, tty, console, ptmx, pts) as runc does. Without it
-    // root in a container without user namespace could mknod and open any host device.
-    let allow_all = host.privileged;
-    resources.insert(
-        "devices".into(),
-        json!([{"allow": allow_all, "access": "rwm"}]),
-    );
+    // Without device rules root in a container without user namespace could mknod and
+    // open any host device.
+    let devices = crate::devices::build(host.privileged, &host.devices, &host.device_cgroup_rules)?;
+    resources.insert("devices".into(), json!(devices.rules));
 
     let mut linux = json!({
         "namespaces": namespaces,
@@ -523,6 +518,9 @@ pub fn build(
         "readonlyPaths": if host.privileged { json!([]) } else { json!(READONLY_PATHS) },
     });
     linux["resources"] = Value::Object(resources);
+    if !devices.nodes.is_empty() {
+        linux["devices"] = json!(devices.nodes);
+    }
     if let Some(seccomp) = seccomp(host.privileged, &secopts.seccomp, &caps)? {
         linux["seccomp"] = seccomp;
     }
