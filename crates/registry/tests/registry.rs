@@ -36,7 +36,6 @@ struct Setup {
     reg: TestRegistry,
     src: ImageStore,
     img: Image,
-    /// The store's directory: bind it (`dir: _dir`) when destructuring, or it goes at once.
     dir: tempfile::TempDir,
 }
 
@@ -54,17 +53,15 @@ impl Setup {
         Reference::parse(&format!("{}/{path}", self.reg.addr)).unwrap()
     }
 
+    /// Pushes `busybox:latest` as `target`, without progress.
+    fn push(&self, target: &Reference, opts: &PushOptions) -> Result<PushReport, RegistryError> {
+        push(&self.src, "busybox:latest", target, opts, &quiet)
+    }
+
     /// Pushes `busybox:latest` anonymously as `REGISTRY/path`.
     fn push_busybox(&self, path: &str) -> (Reference, PushReport) {
         let target = self.reference(path);
-        let report = push(
-            &self.src,
-            "busybox:latest",
-            &target,
-            &push_opts(false, None),
-            &quiet,
-        )
-        .unwrap();
+        let report = self.push(&target, &push_opts(false, None)).unwrap();
         (target, report)
     }
 }
@@ -111,16 +108,12 @@ fn assert_nothing_kept(dir: &tempfile::TempDir, dst: &ImageStore) {
 
 #[test]
 fn push_then_pull_round_trip() {
-    let Setup {
-        reg,
-        src,
-        img,
-        dir: _dir,
-    } = Setup::start(false);
-    let target = Reference::parse(&format!("{}/test/busybox:v1", reg.addr)).unwrap();
+    let s = Setup::start(false);
+    let (reg, src, img) = (&s.reg, &s.src, &s.img);
+    let target = s.reference("test/busybox:v1");
     let events = Mutex::new(Vec::new());
     let report = push(
-        &src,
+        src,
         "busybox:latest",
         &target,
         &push_opts(false, None),
@@ -134,14 +127,7 @@ fn push_then_pull_round_trip() {
     assert!(events.iter().any(|e| e.status == "Pushed"), "{events:?}");
 
     // A second push uploads nothing.
-    let again = push(
-        &src,
-        "busybox:latest",
-        &target,
-        &push_opts(false, None),
-        &quiet,
-    )
-    .unwrap();
+    let again = s.push(&target, &push_opts(false, None)).unwrap();
     assert_eq!((again.uploaded, again.existed), (0, 2), "{again:?}");
 
     // Pull into a fresh store: same image id, same manifest digest, runnable layers.
@@ -193,40 +179,21 @@ fn push_then_pull_round_trip() {
 
 #[test]
 fn chunked_push_and_cross_repository_mount() {
-    let Setup {
-        reg,
-        src,
-        img,
-        dir: _dir,
-    } = Setup::start(false);
-    let first = Reference::parse(&format!("{}/a/busybox:latest", reg.addr)).unwrap();
+    let s = Setup::start(false);
+    let first = s.reference("a/busybox:latest");
     // 64 KiB chunks: the busybox layer (~2 MB) goes as many PATCHes.
-    let r = push(
-        &src,
-        "busybox:latest",
-        &first,
-        &push_opts(false, Some(64 << 10)),
-        &quiet,
-    )
-    .unwrap();
+    let r = s.push(&first, &push_opts(false, Some(64 << 10))).unwrap();
     assert_eq!(r.uploaded, 2);
     // Tag the image in that repository, then push to another: the blobs are mounted.
-    src.tag("busybox:latest", &first.to_string()).unwrap();
-    let second = Reference::parse(&format!("{}/b/busybox:latest", reg.addr)).unwrap();
-    let r = push(
-        &src,
-        "busybox:latest",
-        &second,
-        &push_opts(false, None),
-        &quiet,
-    )
-    .unwrap();
+    s.src.tag("busybox:latest", &first.to_string()).unwrap();
+    let second = s.reference("b/busybox:latest");
+    let r = s.push(&second, &push_opts(false, None)).unwrap();
     assert_eq!((r.uploaded, r.mounted), (0, 2), "{r:?}");
     let tags = berth_registry::tags(&second, &with_creds(false)).unwrap();
     assert_eq!(tags, ["latest"]);
     let (_d2, dst) = store();
     let got = pull_quiet(&dst, &second).unwrap();
-    assert_eq!(got.image.id, img.id);
+    assert_eq!(got.image.id, s.img.id);
 }
 
 #[test]
@@ -257,48 +224,29 @@ fn corrupt_blob_is_caught_and_not_kept() {
 
 #[test]
 fn basic_auth_registry() {
-    let Setup {
-        reg,
-        src,
-        img,
-        dir: _dir,
-    } = Setup::start(true);
-    let target = Reference::parse(&format!("{}/private/busybox:latest", reg.addr)).unwrap();
+    let s = Setup::start(true);
+    let target = s.reference("private/busybox:latest");
 
     // Anonymous: refused, and the message says how to log in.
-    let err = push(
-        &src,
-        "busybox:latest",
-        &target,
-        &push_opts(false, None),
-        &quiet,
-    )
-    .unwrap_err();
+    let err = s.push(&target, &push_opts(false, None)).unwrap_err();
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
     assert!(err.to_string().contains("berth login"), "{err}");
 
     // Wrong password: refused at once, the password not shown.
     let mut bad = push_opts(true, None);
     bad.registry.credentials.as_mut().unwrap().password = "wrong-pw".into();
-    let err = push(&src, "busybox:latest", &target, &bad, &quiet).unwrap_err();
+    let err = s.push(&target, &bad).unwrap_err();
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
     assert!(!err.to_string().contains("wrong-pw"), "{err}");
-    assert!(berth_registry::login(&reg.addr, &bad.registry).is_err());
-    berth_registry::login(&reg.addr, &with_creds(true)).unwrap();
+    assert!(berth_registry::login(&s.reg.addr, &bad.registry).is_err());
+    berth_registry::login(&s.reg.addr, &with_creds(true)).unwrap();
 
-    push(
-        &src,
-        "busybox:latest",
-        &target,
-        &push_opts(true, None),
-        &quiet,
-    )
-    .unwrap();
+    s.push(&target, &push_opts(true, None)).unwrap();
     let (_d2, dst) = store();
     let err = pull_quiet(&dst, &target).unwrap_err();
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
     let got = pull(&dst, &target, &pull_opts(true), &quiet).unwrap();
-    assert_eq!(got.image.id, img.id);
+    assert_eq!(got.image.id, s.img.id);
 }
 
 #[test]
@@ -325,7 +273,8 @@ fn unknown_images_and_down_registries() {
 /// compressing the layer with gzip and writing Docker schema2 media types; berth pulls it.
 #[test]
 fn pull_what_skopeo_pushed() {
-    let Setup { reg, src, img, dir } = Setup::start(false);
+    let s = Setup::start(false);
+    let (reg, src, img, dir) = (&s.reg, &s.src, &s.img, &s.dir);
     let archive = dir.path().join("busybox-save.tar");
     src.save(
         &["busybox:latest"],
@@ -357,7 +306,7 @@ fn pull_what_skopeo_pushed() {
         .join("bin/busybox")
         .is_file());
     // And berth pushes it back out to another repository unchanged.
-    let again = Reference::parse(&format!("{}/copy/busybox:latest", reg.addr)).unwrap();
+    let again = s.reference("copy/busybox:latest");
     let r = push(&dst, &dest, &again, &push_opts(false, None), &quiet).unwrap();
     assert_eq!(r.digest, got.image.manifest_digest);
 }
@@ -531,19 +480,15 @@ fn two_layer_archive(file: &str, reference: &str) -> Vec<u8> {
 /// already pulled is not fetched again.
 #[test]
 fn multi_layer_images_share_layers() {
-    let Setup {
-        reg,
-        src,
-        dir: _dir,
-        ..
-    } = Setup::start(false);
+    let s = Setup::start(false);
+    let (reg, src) = (&s.reg, &s.src);
     let a = format!("{}/layers/a:latest", reg.addr);
     let b = format!("{}/layers/b:latest", reg.addr);
     src.load(&two_layer_archive("etc/a", &a)[..]).unwrap();
     src.load(&two_layer_archive("etc/b", &b)[..]).unwrap();
     for r in [&a, &b] {
         let t = Reference::parse(r).unwrap();
-        push(&src, r, &t, &push_opts(false, None), &quiet).unwrap();
+        push(src, r, &t, &push_opts(false, None), &quiet).unwrap();
     }
 
     let (_d2, dst) = store();
