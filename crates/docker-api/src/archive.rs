@@ -2,11 +2,13 @@
 //! `/containers/{id}/archive`) and `export`.
 //! The engine does the work (berth_engine::archive); this translates.
 
+use std::io::Read as _;
+
 use base64::Engine as _;
-use berth_engine::archive::PathStat;
+use berth_engine::archive::{PathStat, PutError};
 use bytes::Bytes;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::Response;
+use hyper::{Response, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::body::{empty, fallible_channel, Body, BodyReader, BodyWriter};
@@ -14,6 +16,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::router::Ctx;
 
 const STAT_HEADER: &str = "X-Docker-Container-Path-Stat";
+
+/// How much of a refused PUT's body is read before answering.
+const DRAIN_LIMIT: u64 = 64 << 20;
 
 fn path_param(ctx: &Ctx) -> ApiResult<String> {
     match ctx.query.get("path") {
@@ -92,11 +97,28 @@ pub async fn put(ctx: Ctx, id: &str) -> ApiResult<Response<Body>> {
     let copy_ids = ctx.query.bool("copyUIDGID");
     let engine = ctx.api.engine.clone();
     let id = id.to_string();
-    let reader = BodyReader::new(ctx.req.into_body());
-    tokio::task::spawn_blocking(move || engine.archive_put(&id, &path, reader, copy_ids))
-        .await
-        .map_err(join_error)??;
+    let mut reader = BodyReader::new(ctx.req.into_body());
+    tokio::task::spawn_blocking(move || {
+        let res = engine.archive_put(&id, &path, &mut reader, copy_ids);
+        if res.is_err() {
+            // The client is still sending its tar: read the rest (bounded) so that it gets
+            // our answer, not a connection reset by closing on unread data.
+            let _ = std::io::copy(&mut (&mut reader).take(DRAIN_LIMIT), &mut std::io::sink());
+        }
+        res
+    })
+    .await
+    .map_err(join_error)?
+    .map_err(put_error)?;
     Ok(Response::new(empty()))
+}
+
+/// A write into a read-only volume or root is 403, as the API reference says.
+fn put_error(e: PutError) -> ApiError {
+    match e {
+        PutError::ReadOnly(m) => ApiError::new(StatusCode::FORBIDDEN, m),
+        PutError::Engine(e) => e.into(),
+    }
 }
 
 /// `GET /containers/{id}/export`.

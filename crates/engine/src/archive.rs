@@ -8,6 +8,11 @@
 //! mapped ones under remap): tars going out are translated to the container's view, tars
 //! coming in to the host's view.
 //!
+//! `docker cp` sees the container's volumes and bind mounts as the container does, running
+//! or stopped (crate::fsview builds that view in a private mount namespace); writing into a
+//! read-only mount, or into the root of a `--read-only` container, is refused as Docker
+//! refuses it. `export` is the root file system alone, as in Docker.
+//!
 //! A stopped container's root is mounted for the operation and unmounted after.
 
 use std::ffi::OsStr;
@@ -20,7 +25,20 @@ use crate::container::ContainerRecord;
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::fsat::{io_sys, proc_path, sys};
+use crate::fsview::{self, ReadOnlyPlace, View, ViewMount, ViewSpec};
+use crate::store::Paths;
 use crate::tarwalk::TarWalk;
+
+/// Why `PUT /containers/{id}/archive` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    /// The destination is on a read-only volume or bind mount, or on the root file system
+    /// of a `--read-only` container (Docker answers 403).
+    #[error("{0}")]
+    ReadOnly(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
 
 /// `X-Docker-Container-Path-Stat`: what a path in a container is.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -132,14 +150,45 @@ impl Drop for TempMount<'_> {
     }
 }
 
+/// The mounts `docker cp` sees, in the order the container's spec mounts them
+/// (crate::spec): `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` from the container's
+/// directory unless a mount of the user's replaces them, then the container's volumes and
+/// binds. tmpfs mounts are left out.
+fn view_mounts(rec: &ContainerRecord, paths: &Paths) -> Vec<ViewMount> {
+    let etc = [
+        ("/etc/hostname", paths.hostname()),
+        ("/etc/hosts", paths.hosts()),
+        ("/etc/resolv.conf", paths.resolv_conf()),
+    ];
+    let etc = etc
+        .into_iter()
+        .filter(|(dst, _)| !rec.mounts.iter().any(|m| m.destination == *dst))
+        .map(|(dst, src)| ViewMount {
+            source: src,
+            destination: dst.to_string(),
+            read_only: false,
+        });
+    let user = rec
+        .mounts
+        .iter()
+        .filter(|m| m.kind != "tmpfs")
+        .map(|m| ViewMount {
+            source: m.source.clone(),
+            destination: m.destination.clone(),
+            read_only: m.read_only,
+        });
+    etc.chain(user).collect()
+}
+
 impl Engine {
-    /// Runs `f` on the container's mounted root (an `O_PATH` descriptor of it). Blocking:
-    /// call from a blocking thread.
-    fn with_root<T>(
+    /// Runs `f` with the container's root mounted on the host (a stopped container's for
+    /// the call only), holding the container's operation lock. Blocking: call from a
+    /// blocking thread.
+    fn with_mounted_root<T, E: From<EngineError>>(
         &self,
         name_or_id: &str,
-        f: impl FnOnce(&OwnedFd, &ContainerRecord) -> Result<T>,
-    ) -> Result<T> {
+        f: impl FnOnce(&std::path::Path, &ContainerRecord, &Paths) -> Result<T, E>,
+    ) -> Result<T, E> {
         let entry = self.lookup(name_or_id)?;
         // Held so that the container is not started, stopped or removed meanwhile.
         let _op = entry.op.blocking_lock();
@@ -149,13 +198,42 @@ impl Engine {
             engine: self,
             id: entry.id.clone(),
         });
-        let root = rfs::open(
-            &path,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(sys("open", &path))?;
-        f(&root, &rec)
+        f(&path, &rec, &entry.paths)
+    }
+
+    /// Runs `f` on the container's root file system alone (an `O_PATH` descriptor of it).
+    fn with_root<T>(
+        &self,
+        name_or_id: &str,
+        f: impl FnOnce(&OwnedFd, &ContainerRecord) -> Result<T>,
+    ) -> Result<T> {
+        self.with_mounted_root(name_or_id, |path, rec, _| {
+            let root = rfs::open(
+                path,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(sys("open", path))?;
+            f(&root, rec)
+        })
+    }
+
+    /// Runs `f` on the container's files as its processes see them: the root with its
+    /// volumes and binds (crate::fsview), on a thread of its own.
+    fn with_view<T: Send, E: From<EngineError> + Send>(
+        &self,
+        name_or_id: &str,
+        f: impl FnOnce(&View, &ContainerRecord) -> Result<T, E> + Send,
+    ) -> Result<T, E> {
+        self.with_mounted_root(name_or_id, |path, rec, paths| {
+            let spec = ViewSpec {
+                rootfs: path.to_path_buf(),
+                read_only_rootfs: rec.host_config.readonly_rootfs,
+                mounts: view_mounts(rec, paths),
+                owner: rec.maps.as_ref().and_then(|m| m.root()).unwrap_or((0, 0)),
+            };
+            fsview::run(&spec, |view| f(view, rec))
+        })
     }
 
     fn stat_at(root: &OwnedFd, path: &str) -> Result<(OwnedFd, PathStat)> {
@@ -188,7 +266,7 @@ impl Engine {
 
     /// `HEAD /containers/{id}/archive`.
     pub fn archive_stat(&self, name_or_id: &str, path: &str) -> Result<PathStat> {
-        self.with_root(name_or_id, |root, _| Ok(Self::stat_at(root, path)?.1))
+        self.with_view(name_or_id, |view, _| Ok(Self::stat_at(&view.root, path)?.1))
     }
 
     /// `GET /containers/{id}/archive`: the path (a file or a tree) as a tar, rooted at its
@@ -197,11 +275,11 @@ impl Engine {
         &self,
         name_or_id: &str,
         path: &str,
-        out: impl Write,
-        on_stat: impl FnOnce(&PathStat),
+        out: impl Write + Send,
+        on_stat: impl FnOnce(&PathStat) + Send,
     ) -> Result<()> {
-        self.with_root(name_or_id, |root, rec| {
-            let (fd, stat) = Self::stat_at(root, path)?;
+        self.with_view(name_or_id, |view, rec| {
+            let (fd, stat) = Self::stat_at(&view.root, path)?;
             on_stat(&stat);
             let mut walk = TarWalk::new(out, rec.maps.clone(), false);
             let name = if stat.name == "/" { "." } else { &stat.name };
@@ -230,15 +308,34 @@ impl Engine {
         path: &str,
         input: impl Read + Send,
         copy_uid_gid: bool,
-    ) -> Result<()> {
-        self.with_root(name_or_id, |root, rec| {
-            let dir = resolve(root, path, true)?;
+    ) -> Result<(), PutError> {
+        self.with_view(name_or_id, |view, rec| {
+            let dir = resolve(&view.root, path, true)?;
             let st = rfs::fstat(&dir).map_err(sys("stat", path))?;
             if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
                 return Err(EngineError::InvalidParameter(format!(
                     "extraction point is not a directory: {path} in container {}",
                     rec.name
-                )));
+                ))
+                .into());
+            }
+            // Docker's words first: clients match them.
+            match view.read_only(dir.as_fd())? {
+                None => {}
+                Some(ReadOnlyPlace::Mount) => {
+                    return Err(PutError::ReadOnly(format!(
+                        "mounted volume is marked read-only: {path} in container {} is on a \
+                         read-only mount; copy into a writable path or mount it read-write",
+                        rec.name
+                    )))
+                }
+                Some(ReadOnlyPlace::Rootfs) => {
+                    return Err(PutError::ReadOnly(format!(
+                        "container rootfs is marked read-only: {path} in container {} is on \
+                         its root file system (--read-only); copy into a writable volume",
+                        rec.name
+                    )))
+                }
             }
             let maps = rec.maps.clone();
             let to_host = move |uid: u64, gid: u64| -> Option<(u32, u32)> {

@@ -17,6 +17,7 @@ pub mod events;
 pub mod exec;
 mod filters;
 mod fsat;
+mod fsview;
 pub mod images;
 pub mod launcher;
 pub mod logs;
