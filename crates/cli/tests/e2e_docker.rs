@@ -820,6 +820,69 @@ fn exec_in_a_running_container() {
     assert!(stderr(&o).contains("is not running"), "{}", stderr(&o));
 }
 
+/// The CapEff line of /proc/self/status, as a process in container `name` sees it.
+fn exec_cap_eff(d: &Daemon, extra: &[&str], name: &str) -> String {
+    let mut args = vec!["exec"];
+    args.extend(extra);
+    args.extend([name, "grep", "CapEff", "/proc/self/status"]);
+    d.ok(&args).split_whitespace().nth(1).unwrap().to_string()
+}
+
+/// `docker exec --privileged` in a remapped container is refused with the message Docker
+/// gives a privileged container under remap; with `--userns=host` it runs with every
+/// capability. The exec joins the container's user namespace (uid_map 0 100000 65536).
+#[test]
+fn privileged_exec_under_remap() {
+    let d = Daemon::remapped();
+    d.import_busybox();
+    d.ok(&["run", "-d", "--name", "mapped", "busybox", "sleep", "1000"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hostids",
+        "--userns=host",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+
+    let o = d.docker(&["exec", "--privileged", "mapped", "true"]);
+    assert!(!o.status.success());
+    assert_eq!(
+        stderr(&o).trim(),
+        "Error response from daemon: privileged mode is incompatible with user namespaces.  You must run the container in the host namespace when running privileged mode"
+    );
+    let map = d.ok(&["exec", "mapped", "cat", "/proc/self/uid_map"]);
+    assert_eq!(
+        map.split_whitespace().collect::<Vec<_>>(),
+        ["0", "100000", "65536"]
+    );
+    // Docker's default set (CAP_CHOWN ... CAP_AUDIT_WRITE).
+    assert_eq!(exec_cap_eff(&d, &[], "mapped"), "00000000a80425fb");
+
+    // Every capability the host gives (this test's bounding set: a host may lack some).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let all = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim();
+    assert_eq!(exec_cap_eff(&d, &["--privileged"], "hostids"), all);
+    assert_eq!(exec_cap_eff(&d, &[], "hostids"), "00000000a80425fb");
+    let map = d.ok(&[
+        "exec",
+        "--privileged",
+        "hostids",
+        "cat",
+        "/proc/self/uid_map",
+    ]);
+    assert_eq!(
+        map.split_whitespace().collect::<Vec<_>>(),
+        ["0", "0", "4294967295"]
+    );
+}
+
 /// Docker's default seccomp profile: on unless unconfined or privileged; it refuses
 /// `unshare(CLONE_NEWUSER)`, which the default capabilities alone would allow; a custom
 /// profile arrives as JSON (as the docker CLI sends a file's content).

@@ -366,3 +366,115 @@ fn rm_of_restarting_and_paused_containers() {
     d.ok(&["rm", "-f", "frozen"]);
     assert_eq!(d.ok(&["ps", "-aq"]), "");
 }
+
+/// `docker attach NAME` through a pseudo-terminal (script(1)), the way a user types into
+/// it: returns its stdin and what it has printed so far.
+struct TtyAttach {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl TtyAttach {
+    fn start(d: &Daemon, name: &str) -> TtyAttach {
+        use std::io::Read;
+        let cmd = format!("{DOCKER} -H unix://{} attach {name}", d.sock.display());
+        let mut child = std::process::Command::new("timeout")
+            .args([TIMEOUT, "script", "-qec", &cmd, "/dev/null"])
+            .env("DOCKER_CONFIG", d.dir.join("docker-config"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (mut stdout, out2) = (child.stdout.take().unwrap(), out.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out2.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        TtyAttach {
+            stdin: child.stdin.take(),
+            child,
+            out,
+        }
+    }
+
+    fn type_in(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn output(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+}
+
+/// Live restore and attach: the daemon is killed with SIGKILL while an `-i` and a `-t -i`
+/// container run; the restarted daemon finds their monitors again, `docker attach` sends
+/// input and shows output, and the exit codes are right.
+#[test]
+fn attach_after_the_daemon_is_killed() {
+    let mut d = Daemon::start(None, None);
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "reader",
+        "busybox",
+        "sh",
+        "-c",
+        "while read l; do echo got $l; [ \"$l\" = quit ] && exit 7; done",
+    ]);
+    d.ok(&["run", "-d", "-t", "-i", "--name", "tty", "busybox", "sh"]);
+
+    let mut daemon = d.child.take().unwrap();
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    d.spawn();
+    assert_eq!(state(&d, "reader"), "running 0 0");
+    assert_eq!(state(&d, "tty"), "running 0 0");
+
+    // -i: the input reaches the container, its answers come back, and its exit code is
+    // attach's.
+    let o = d.docker_stdin(&["attach", "reader"], Some(b"hello\nquit\n"));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "got hello\ngot quit\n",
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert_eq!(state(&d, "reader"), "exited 0 7");
+
+    // -t: a command typed into the attached terminal runs in the container's shell; the
+    // detach keys (ctrl-p ctrl-q) leave it running.
+    let mut tty = TtyAttach::start(&d, "tty");
+    tty.type_in(b"echo hi-$((6*7))\r");
+    poll("the command's output through the terminal", || {
+        tty.output().contains("hi-42").then_some(())
+    });
+    tty.type_in(b"\x10\x11");
+    let status = tty.child.wait().unwrap();
+    assert!(
+        tty.output().contains("read escape sequence"),
+        "{status}: {:?}",
+        tty.output()
+    );
+    assert_eq!(state(&d, "tty"), "running 0 0");
+    // sh as the container's init ignores SIGTERM: stop ends in SIGKILL, 137 as Docker.
+    d.ok(&["stop", "-t", "1", "tty"]);
+    assert_eq!(state(&d, "tty"), "exited 0 137");
+    assert_eq!(d.ok(&["wait", "tty"]), "137\n");
+}

@@ -355,3 +355,103 @@ fn remapped_volumes_are_owned_by_the_mapped_root() {
         );
     }
 }
+
+/// `--tmpfs /run:size=1m,mode=1777` and `--mount type=tmpfs,...,tmpfs-size,tmpfs-mode`:
+/// mounted with their size and mode, writable by the container's root and owned by it
+/// (on the host: the mapped root under remap), empty again after a restart, and listed
+/// in inspect as Docker lists them.
+fn tmpfs_mounts(d: &Daemon, host_root: u32) {
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "tm",
+        "--tmpfs",
+        "/run:size=1m,mode=1777",
+        "--mount",
+        "type=tmpfs,dst=/x,tmpfs-size=1048576,tmpfs-mode=0700",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let mounts = d.ok(&["exec", "tm", "cat", "/proc/mounts"]);
+    for (dst, mode) in [("/run", "1777"), ("/x", "700")] {
+        let line = mounts
+            .lines()
+            .find(|l| l.split(' ').nth(1) == Some(dst))
+            .unwrap_or_else(|| panic!("no {dst} in\n{mounts}"));
+        let f: Vec<&str> = line.split(' ').collect();
+        assert_eq!(f[2], "tmpfs", "{line}");
+        let opts: Vec<&str> = f[3].split(',').collect();
+        for want in ["rw", "nosuid", "nodev", "noexec", "size=1024k"] {
+            assert!(opts.contains(&want), "{want} missing: {line}");
+        }
+        // The kernel shows a mode other than its default, 1777 (stat checks both below).
+        if mode != "1777" {
+            assert!(opts.contains(&format!("mode={mode}").as_str()), "{line}");
+        }
+    }
+    assert_eq!(
+        d.ok(&[
+            "exec",
+            "tm",
+            "sh",
+            "-c",
+            "stat -c '%u:%g %a' /run /x; echo a > /run/f && echo b > /x/f && cat /run/f /x/f",
+        ]),
+        "0:0 1777\n0:0 700\na\nb\n"
+    );
+    // On the host, through the container's root: owned by the container's root.
+    let pid = d.ok(&["inspect", "-f", "{{.State.Pid}}", "tm"]);
+    let root = PathBuf::from(format!("/proc/{}/root", pid.trim()));
+    for p in ["run", "x", "x/f"] {
+        let m = std::fs::metadata(root.join(p)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (host_root, host_root), "{p}");
+    }
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{json .HostConfig.Tmpfs}}", "tm"])
+            .trim(),
+        r#"{"/run":"size=1m,mode=1777"}"#
+    );
+    let hc_mounts = d.ok(&["inspect", "-f", "{{json .HostConfig.Mounts}}", "tm"]);
+    assert!(
+        hc_mounts.contains(r#""TmpfsOptions":{"SizeBytes":1048576,"Mode":448}"#),
+        "{hc_mounts}"
+    );
+    let m = d.ok(&["inspect", "-f", "{{json .Mounts}}", "tm"]);
+    assert!(
+        m.contains(r#""Type":"tmpfs""#) && m.contains(r#""Destination":"/x""#),
+        "{m}"
+    );
+
+    // A tmpfs lives as long as the run: empty after a restart, gone after rm.
+    d.ok(&["restart", "-t", "0", "tm"]);
+    assert_eq!(
+        d.ok(&[
+            "exec",
+            "tm",
+            "sh",
+            "-c",
+            "ls -A /run /x | tr -d '\\n'; echo"
+        ]),
+        "/run:/x:\n"
+    );
+    d.ok(&["rm", "-f", "tm"]);
+    eventually("the container's mounts to go", || {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        !info.contains(d.dir.to_str().unwrap())
+    });
+}
+
+#[test]
+fn tmpfs_mounts_without_remap() {
+    let d = Daemon::start(None, None);
+    tmpfs_mounts(&d, 0);
+}
+
+#[test]
+fn tmpfs_mounts_under_remap() {
+    let d = Daemon::remapped();
+    tmpfs_mounts(&d, 100000);
+}

@@ -88,6 +88,7 @@ impl Engine {
                 "no exec command specified".into(),
             ));
         }
+        crate::policy::check_exec(request.privileged, rec.maps.as_ref())?;
         let id = names::new_id()?;
         let action = format!("exec_create: {}", request.cmd.join(" "));
         self.emit(Event::container(&rec, action).attr("execID", id.clone()));

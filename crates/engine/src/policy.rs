@@ -85,7 +85,7 @@ pub fn check(host: &HostConfig, daemon_maps: Option<&UsernsMaps>) -> Result<Opti
     }
     // Docker's checks and messages (daemon/daemon_unix.go, verifyPlatformContainerSettings).
     if host.privileged {
-        return invalid("privileged mode is incompatible with user namespaces.  You must run the container in the host namespace when running privileged mode".into());
+        return invalid(PRIVILEGED_USERNS.into());
     }
     if net_host {
         return invalid(
@@ -98,6 +98,22 @@ pub fn check(host: &HostConfig, daemon_maps: Option<&UsernsMaps>) -> Result<Opti
         );
     }
     Ok(Some(maps.clone()))
+}
+
+/// Docker's refusal of privileged mode under user namespaces (daemon/daemon_unix.go).
+const PRIVILEGED_USERNS: &str = "privileged mode is incompatible with user namespaces.  You must run the container in the host namespace when running privileged mode";
+
+/// Checks `docker exec --privileged` in a container running with `maps`: refused in a
+/// remapped container, as a privileged container is. The exec would only get every
+/// capability inside the container's user namespace; refusing keeps `--privileged`
+/// meaning one thing (host privileges) wherever berth accepts it. Docker itself has no
+/// such check for exec: its create-time message is reused so that the fix (run the
+/// container with `--userns=host`) is the same.
+pub fn check_exec(privileged: bool, maps: Option<&UsernsMaps>) -> Result<()> {
+    if privileged && maps.is_some() {
+        return Err(EngineError::InvalidParameter(PRIVILEGED_USERNS.into()));
+    }
+    Ok(())
 }
 
 /// What a `--security-opt` asks for.
@@ -211,6 +227,15 @@ mod tests {
             host.userns_mode = "host".into();
             assert_eq!(check(&host, Some(&maps())).unwrap(), None);
         }
+    }
+
+    #[test]
+    fn privileged_exec_needs_host_ids() {
+        let err = check_exec(true, Some(&maps())).unwrap_err();
+        assert!(matches!(err, EngineError::InvalidParameter(_)));
+        assert_eq!(err.to_string(), PRIVILEGED_USERNS);
+        assert!(check_exec(true, None).is_ok());
+        assert!(check_exec(false, Some(&maps())).is_ok());
     }
 
     #[test]
