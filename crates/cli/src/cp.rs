@@ -45,6 +45,17 @@ pub struct CommitArgs {
     /// Commit message
     #[arg(short = 'm', long)]
     message: Option<String>,
+    /// Pause container during commit (`--pause=false` to leave it running)
+    #[arg(
+        short = 'p',
+        long,
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pause: bool,
     container: String,
     /// REPOSITORY[:TAG]
     reference: Option<String>,
@@ -244,6 +255,9 @@ fn commit(c: &Client, a: CommitArgs) -> anyhow::Result<ExitCode> {
     }
     for ch in &a.changes {
         q.push_str(&format!("&changes={}", enc(ch)));
+    }
+    if !a.pause {
+        q.push_str("&pause=0");
     }
     let v = c.post_json(&q, None)?;
     println!("{}", v["Id"].as_str().unwrap_or_default());

@@ -102,3 +102,360 @@ fn diff_and_export() {
     );
     d.ok(&["rm", "-f", "ctr"]);
 }
+
+fn now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+}
+
+/// The committed image's config blob, as stored (Docker's extra fields included).
+fn config_blob(d: &Daemon, image: &str) -> serde_json::Value {
+    let id = d.ok(&["image", "inspect", "-f", "{{.Id}}", image]);
+    let hex = id.trim().trim_start_matches("sha256:").to_string();
+    let raw = std::fs::read(d.dir.join("data/content/sha256").join(hex)).unwrap();
+    serde_json::from_slice(&raw).unwrap()
+}
+
+/// `tar -tv` of the image's top layer, read from berth's content store (the uncompressed
+/// layer's blob digest is its diff id).
+fn top_layer_listing(d: &Daemon, image: &str) -> String {
+    let layers = d.ok(&["image", "inspect", "-f", "{{json .RootFS.Layers}}", image]);
+    let layers: Vec<String> = serde_json::from_str(layers.trim()).unwrap();
+    let hex = layers
+        .last()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let out = Command::new("tar")
+        .arg("-tvf")
+        .arg(d.dir.join("data/content/sha256").join(hex))
+        .arg("--numeric-owner")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn commit_takes_the_containers_config_then_the_changes() {
+    let d = Daemon::start(None, None);
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "--name",
+        "cfg",
+        "-e",
+        "A=1",
+        "-w",
+        "/tmp",
+        "-u",
+        "daemon",
+        "--label",
+        "l=v",
+        "busybox",
+        "sh",
+        "-c",
+        "echo \"$A $(pwd) $(id -un)\"",
+    ]);
+    let cid = d.id("cfg");
+    d.ok(&["commit", "-m", "a message", "-a", "me", "cfg", "img:1"]);
+    // No command given: the container's runs, with its environment, directory and user.
+    assert_eq!(d.ok(&["run", "--rm", "img:1"]), "1 /tmp daemon\n");
+    let show = |f: &str| {
+        d.ok(&["image", "inspect", "-f", f, "img:1"])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        show("{{json .Config.Cmd}}"),
+        r#"["sh","-c","echo \"$A $(pwd) $(id -un)\""]"#
+    );
+    assert_eq!(show("{{.Config.Labels.l}}"), "v");
+    assert_eq!(show("{{.Author}}"), "me");
+    let blob = config_blob(&d, "img:1");
+    assert_eq!(blob["container"], cid.as_str());
+    assert_eq!(blob["container_config"]["Env"][0], "A=1");
+    assert_eq!(
+        blob["parent"].as_str(),
+        Some(
+            d.ok(&["image", "inspect", "-f", "{{.Id}}", "busybox"])
+                .trim()
+        )
+    );
+    let history = blob["history"].as_array().unwrap();
+    let last = history.last().unwrap();
+    assert_eq!(last["comment"], "a message");
+    assert_eq!(last["author"], "me");
+    assert_eq!(last["created_by"], "sh -c echo \"$A $(pwd) $(id -un)\"");
+
+    // Changes go on top of the container's config.
+    d.ok(&[
+        "commit",
+        "-c",
+        "ENV A=2",
+        "-c",
+        r#"CMD ["sh", "-c", "echo changed $A"]"#,
+        "cfg",
+        "img:2",
+    ]);
+    assert_eq!(d.ok(&["run", "--rm", "img:2"]), "changed 2\n");
+    assert_eq!(
+        d.ok(&["run", "--rm", "img:2", "sh", "-c", "pwd; id -un"]),
+        "/tmp\ndaemon\n"
+    );
+
+    // A config in the request body is the start; what it lacks comes from the container.
+    let (status, body) = d.http(
+        "POST",
+        "/commit?container=cfg&repo=img&tag=3",
+        r#"{"Env":["B=2"],"Cmd":["sh","-c","echo $A$B"]}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(d.ok(&["run", "--rm", "img:3"]), "12\n");
+    d.ok(&["rm", "-f", "cfg"]);
+}
+
+#[test]
+fn commit_pauses_a_running_container_unless_told_not_to() {
+    let d = Daemon::start(None, None);
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "live",
+        "busybox",
+        "sh",
+        "-c",
+        "echo up > /up; while true; do sleep 1; done",
+    ]);
+    let status = || {
+        d.ok(&["inspect", "-f", "{{.State.Status}}", "live"])
+            .trim()
+            .to_string()
+    };
+    let actions = |t0: &str, t1: &str| {
+        d.ok(&[
+            "events",
+            "--since",
+            t0,
+            "--until",
+            t1,
+            "--filter",
+            "container=live",
+            "--format",
+            "{{.Action}}",
+        ])
+        .split_whitespace()
+        .map(String::from)
+        .collect::<Vec<_>>()
+    };
+    // The loop has written /up once the container runs its loop (bounded wait).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !d.upper("live", "/up").exists() {
+        assert!(std::time::Instant::now() < deadline, "/up never written");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    let t0 = now();
+    d.ok(&["commit", "live", "snap:1"]);
+    let t1 = now();
+    assert_eq!(actions(&t0, &t1), ["pause", "commit", "unpause"]);
+    assert_eq!(status(), "running");
+    assert_eq!(d.ok(&["run", "--rm", "snap:1", "cat", "/up"]), "up\n");
+
+    let t0 = now();
+    d.ok(&["commit", "--pause=false", "live", "snap:2"]);
+    let t1 = now();
+    assert_eq!(actions(&t0, &t1), ["commit"]);
+    assert_eq!(status(), "running");
+
+    // A container the user paused stays paused.
+    d.ok(&["pause", "live"]);
+    let t0 = now();
+    d.ok(&["commit", "live", "snap:3"]);
+    let t1 = now();
+    assert_eq!(actions(&t0, &t1), ["commit"]);
+    assert_eq!(status(), "paused");
+    d.ok(&["unpause", "live"]);
+
+    // berth's own client: --pause=false too.
+    let t0 = now();
+    d.berth_ok(&["commit", "--pause=false", "live", "snap:4"]);
+    let t1 = now();
+    assert_eq!(actions(&t0, &t1), ["commit"]);
+    d.ok(&["rm", "-f", "live"]);
+}
+
+/// A revision 3 file capability (cap_net_bind_service, effective) for namespace root
+/// `rootid`: what the kernel stores when root in a remapped container runs setcap.
+fn cap_v3(rootid: u32) -> Vec<u8> {
+    let mut v = 0x0300_0001u32.to_le_bytes().to_vec();
+    v.extend_from_slice(&(1u32 << 10).to_le_bytes());
+    v.extend_from_slice(&[0; 12]);
+    v.extend_from_slice(&rootid.to_le_bytes());
+    v
+}
+
+#[test]
+fn file_capabilities_survive_commit_under_remap() {
+    let d = Daemon::remapped();
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "--name",
+        "caps",
+        "busybox",
+        "cp",
+        "/bin/busybox",
+        "/busybox-cap",
+    ]);
+    let upper = d.upper("caps", "/busybox-cap");
+    rustix::fs::setxattr(
+        &upper,
+        "security.capability",
+        &cap_v3(100000),
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    d.ok(&["commit", "caps", "caps:1"]);
+
+    // In the layer: revision 2 (no namespace root), the same sets.
+    let layers = d.ok(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .RootFS.Layers}}",
+        "caps:1",
+    ]);
+    let layers: Vec<String> = serde_json::from_str(layers.trim()).unwrap();
+    let hex = layers
+        .last()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let blob = std::fs::File::open(d.dir.join("data/content/sha256").join(hex)).unwrap();
+    let mut ar = tar::Archive::new(blob);
+    let mut cap = None;
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some("busybox-cap") {
+            for x in e.pax_extensions().unwrap().into_iter().flatten() {
+                let x = x.unwrap();
+                if x.key().unwrap() == "SCHILY.xattr.security.capability" {
+                    cap = Some(x.value_bytes().to_vec());
+                }
+            }
+        }
+    }
+    let mut v2 = 0x0200_0001u32.to_le_bytes().to_vec();
+    v2.extend_from_slice(&cap_v3(0)[4..20]);
+    assert_eq!(
+        cap.as_deref(),
+        Some(&v2[..]),
+        "security.capability in the layer"
+    );
+
+    // The kernel honours it when the image runs, remapped or not: a non-root user gets
+    // cap_net_bind_service (bit 10) from the file.
+    for userns in [None, Some("--userns=host")] {
+        let mut args = vec!["run", "--rm", "-u", "1000"];
+        args.extend(userns);
+        args.extend([
+            "caps:1",
+            "/busybox-cap",
+            "grep",
+            "CapEff",
+            "/proc/self/status",
+        ]);
+        let out = d.ok(&args);
+        assert!(
+            out.trim().ends_with("0000000000000400"),
+            "{userns:?}: {out}"
+        );
+    }
+    d.ok(&["rm", "-f", "caps"]);
+}
+
+#[test]
+fn hard_links_stay_links_in_commit_and_export() {
+    let d = Daemon::remapped();
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "--name",
+        "links",
+        "busybox",
+        "sh",
+        "-c",
+        "echo data > /h1 && mkdir /d && ln /h1 /d/h2 && ln /h1 /h3",
+    ]);
+    d.ok(&["commit", "links", "links:1"]);
+    let listing = top_layer_listing(&d, "links:1");
+    let line = |name: &str| {
+        listing
+            .lines()
+            .find(|l| l.contains(&format!(" {name}")))
+            .unwrap_or_else(|| panic!("{name} not in layer:\n{listing}"))
+            .to_string()
+    };
+    // Names are written sorted: d/h2 comes first and holds the data.
+    assert!(line("d/h2").starts_with('-'), "{listing}");
+    assert!(line("h1").ends_with("h1 link to d/h2"), "{listing}");
+    assert!(line("h3").ends_with("h3 link to d/h2"), "{listing}");
+    assert_eq!(
+        d.ok(&[
+            "run",
+            "--rm",
+            "links:1",
+            "sh",
+            "-c",
+            "cat /d/h2; stat -c %h /h1"
+        ]),
+        "data\n3\n"
+    );
+
+    let tar = d.dir.join("export.tar");
+    d.ok(&["export", "-o", tar.to_str().unwrap(), "links"]);
+    let out = Command::new("tar").arg("-tvf").arg(&tar).output().unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.lines().any(|l| l.ends_with("h1 link to d/h2")),
+        "{listing}"
+    );
+    d.ok(&["rm", "-f", "links"]);
+}
+
+#[test]
+fn bad_references_and_changes_write_nothing() {
+    let d = Daemon::start(None, None);
+    d.import_busybox();
+    d.ok(&["run", "--name", "bad", "busybox", "touch", "/x"]);
+    let images = || d.ok(&["images", "-aq"]);
+    let before = images();
+    for (query, why) in [
+        ("repo=Bad&tag=x", "invalid reference"),
+        (
+            "repo=a%40sha256%3A1111111111111111111111111111111111111111111111111111111111111111",
+            "digest",
+        ),
+        ("repo=ok&changes=RUN%20x", "RUN"),
+        ("repo=ok&changes=EXPOSE%20999999", "65535"),
+    ] {
+        let (status, body) = d.http("POST", &format!("/commit?container=bad&{query}"), "");
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.contains(why), "{query}: {body}");
+    }
+    let (status, body) = d.http("POST", "/commit?container=bad", r#"{"Cmd": 5}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Cmd"), "{body}");
+    let (status, body) = d.http("POST", "/commit?container=nope", "");
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(images(), before, "no image was added");
+    let o = d.docker(&["commit", "bad", "Not:Valid:ref"]);
+    assert!(!o.status.success());
+    assert_eq!(images(), before, "no image was added");
+    d.ok(&["rm", "-f", "bad"]);
+}

@@ -3,10 +3,10 @@
 
 use berth_engine::commit::CommitRequest;
 use hyper::{Response, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::archive::join_error;
-use crate::body::{json_response, Body};
+use crate::body::{json_response, read_json, Body};
 use crate::error::{ApiError, ApiResult};
 use crate::router::Ctx;
 
@@ -24,7 +24,8 @@ pub async fn changes(ctx: Ctx, id: &str) -> ApiResult<Response<Body>> {
     Ok(json_response(StatusCode::OK, &json!(out)))
 }
 
-/// `POST /commit?container=&repo=&tag=&comment=&author=&changes=`.
+/// `POST /commit?container=&repo=&tag=&comment=&author=&changes=&pause=`, with an optional
+/// container config as the body.
 pub async fn commit(ctx: Ctx) -> ApiResult<Response<Body>> {
     let q = &ctx.query;
     let container = match q.get("container") {
@@ -44,7 +45,12 @@ pub async fn commit(ctx: Ctx) -> ApiResult<Response<Body>> {
         (false, false) => Some(format!("{repo}:{tag}")),
     };
     let non_empty = |k: &str| q.get(k).filter(|v| !v.is_empty()).map(String::from);
-    let req = CommitRequest {
+    // Docker's rule (API 1.13 on): pause unless `pause` says otherwise.
+    let pause = match q.get("pause").map(|v| v.trim().to_ascii_lowercase()) {
+        None => true,
+        Some(v) => !matches!(v.as_str(), "" | "0" | "no" | "false" | "none"),
+    };
+    let mut req = CommitRequest {
         container,
         reference,
         comment: non_empty("comment"),
@@ -55,10 +61,12 @@ pub async fn commit(ctx: Ctx) -> ApiResult<Response<Body>> {
             .filter(|c| !c.is_empty())
             .map(String::from)
             .collect(),
+        pause,
+        config: None,
     };
     let engine = ctx.api.engine.clone();
-    let id = tokio::task::spawn_blocking(move || engine.commit(&req))
-        .await
-        .map_err(join_error)??;
+    let body: Value = read_json(ctx.req.into_body(), Some(Value::Null)).await?;
+    req.config = (!body.is_null()).then_some(body);
+    let id = engine.commit(req).await?;
     Ok(json_response(StatusCode::CREATED, &json!({ "Id": id })))
 }

@@ -7,11 +7,12 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 
-use berth_image::CommitOptions;
+use berth_image::{CommitOptions, ImageError, ImageRunConfig as Config, Reference};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
+use crate::container::{ContainerConfig, HostConfig, Status};
 use crate::engine::Engine;
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::fsat::{io_sys, sys};
 use crate::tarwalk::TarWalk;
 
@@ -31,6 +32,11 @@ pub struct CommitRequest {
     pub comment: Option<String>,
     pub author: Option<String>,
     pub changes: Vec<String>,
+    /// Freeze a running container while its layer is read (Docker's default, `--pause`).
+    pub pause: bool,
+    /// The config sent as the request body (Docker's `ContainerConfig` shape), if any: the
+    /// new image's config starts from it instead of the container's.
+    pub config: Option<serde_json::Value>,
 }
 
 impl Engine {
@@ -72,9 +78,100 @@ impl Engine {
 
     /// `POST /commit`: the container's read-write layer becomes a new image on top of its
     /// image; owners are shifted back to the container's view so the image runs anywhere.
-    /// Returns the new image's id.
-    pub fn commit(&self, req: &CommitRequest) -> Result<String> {
+    /// The image's config is the container's, as Docker's (see berth_image's commit). A
+    /// running container is frozen meanwhile when `req.pause` (and thawed after, also on
+    /// error); one the user paused stays paused. Returns the new image's id.
+    pub async fn commit(&self, req: CommitRequest) -> Result<String> {
         let entry = self.lookup(&req.container)?;
+        let rec = entry.record();
+        let cannot = |why: &str| {
+            Err(EngineError::Conflict(format!(
+                "You cannot commit container {} which is {why}",
+                rec.id
+            )))
+        };
+        match rec.state.status {
+            Status::Dead => return cannot("Dead"),
+            Status::Removing => return cannot("being removed"),
+            _ => {}
+        }
+        // Checked before anything is frozen or written.
+        if let Some(r) = &req.reference {
+            let parsed = Reference::parse(r).map_err(|e| {
+                EngineError::InvalidParameter(format!("invalid reference {r:?}: {e}"))
+            })?;
+            if parsed.digest().is_some() {
+                return Err(EngineError::InvalidParameter(format!(
+                    "refusing to create a tag with a digest reference ({r}): name the new \
+                     image repository[:tag]"
+                )));
+            }
+        }
+        let request_config = req
+            .config
+            .as_ref()
+            .map(request_config)
+            .transpose()?
+            .flatten();
+        let parent = self
+            .inner
+            .images
+            .store()
+            .resolve(&rec.image_id)
+            .map_err(|e| match e {
+                ImageError::NotFound(_) => EngineError::NotFound(format!(
+                    "No such image: {} (the image of container {} was removed, so its changes \
+                     cannot be committed on top of it)",
+                    rec.image_id, rec.name
+                )),
+                e => crate::images::image_error(e),
+            })?;
+
+        let pause = req.pause && rec.state.status == Status::Running;
+        if pause {
+            if let Err(e) = self.pause(&entry.id).await {
+                // It may have stopped meanwhile: then there is nothing to freeze.
+                if entry.record().state.status == Status::Running {
+                    return Err(e);
+                }
+            }
+        }
+        let paused_here = pause && entry.record().state.status == Status::Paused;
+        let this = self.clone();
+        let id = entry.id.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            this.commit_layer(&id, &req, &parent, request_config)
+        })
+        .await
+        .map_err(|e| EngineError::System(format!("commit task: {e}")))
+        .and_then(|r| r);
+        // As Docker: the commit event, then the thaw.
+        if let Ok((img_id, comment, image_ref)) = &done {
+            let ev = crate::events::Event::container(&entry.record(), "commit")
+                .attr("comment", comment.clone())
+                .attr("imageID", img_id.clone())
+                .attr("imageRef", image_ref.clone());
+            self.emit(ev);
+        }
+        if paused_here {
+            if let Err(e) = self.unpause(&entry.id).await {
+                tracing::error!(id = %entry.id, error = %e, "thawing the container after commit");
+            }
+        }
+        done.map(|(img_id, _, _)| img_id)
+    }
+
+    /// The blocking part of [`Engine::commit`]: the upper directory as a layer tar (a
+    /// temporary file that vanishes with its descriptor), then the image. Returns the image
+    /// id, the comment and the reference, for the event.
+    fn commit_layer(
+        &self,
+        id: &str,
+        req: &CommitRequest,
+        parent: &berth_image::Image,
+        request_config: Option<Config>,
+    ) -> Result<(String, String, String)> {
+        let entry = self.lookup(id)?;
         let rec = entry.record();
         let upper = self.upper_dir(&entry.id);
         let data_root = &self.inner.cfg.data_root;
@@ -95,22 +192,163 @@ impl Engine {
             .add(dir.as_fd(), OsStr::new(""), "./")
             .and_then(|_| walk.finish())
             .map_err(io_sys("read", &upper))?;
+        let image_ports = parent
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.exposed_ports().clone())
+            .unwrap_or_default();
+        let ports = exposed_ports(image_ports, &rec.host_config);
         let opts = CommitOptions {
             reference: req.reference.as_deref(),
             changes: req.changes.clone(),
             comment: req.comment.clone(),
             author: req.author.clone(),
+            container_config: Some(container_config(&rec.config, &ports)),
+            config: request_config,
+            container_id: Some(rec.id.clone()),
+            container_config_json: Some(container_config_json(&rec.config, &ports)),
         };
         let img = self
             .inner
             .images
             .store()
-            .commit_layer(&rec.image_id, &mut file, opts)
+            .commit_layer(&parent.id.to_string(), &mut file, opts)
             .map_err(crate::images::image_error)?;
-        let ev = crate::events::Event::container(&rec, "commit");
-        self.emit(ev.attr("imageID", img.id.to_string()));
-        Ok(img.id.to_string())
+        let image_ref = img
+            .repo_tags
+            .first()
+            .map(|r| r.to_string())
+            .unwrap_or_default();
+        Ok((
+            img.id.to_string(),
+            req.comment.clone().unwrap_or_default(),
+            image_ref,
+        ))
     }
+}
+
+/// The ports a container exposes: its image's, and those it publishes (Docker adds `-p`
+/// and `--expose` ports to the container's `ExposedPorts`; berth keeps the published ones
+/// in the host config).
+fn exposed_ports(mut ports: Vec<String>, host: &HostConfig) -> Vec<String> {
+    for p in host.port_bindings.keys() {
+        if !ports.contains(p) {
+            ports.push(p.clone());
+        }
+    }
+    ports
+}
+
+/// The container's config in the image config's shape: the base of the committed image's.
+fn container_config(c: &ContainerConfig, ports: &[String]) -> Config {
+    let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let list = |v: &[String]| (!v.is_empty()).then(|| v.to_vec());
+    let mut o = Config::default();
+    o.set_user(text(&c.user))
+        .set_env(list(&c.env))
+        .set_cmd(list(&c.cmd))
+        .set_entrypoint(list(&c.entrypoint))
+        .set_working_dir(text(&c.working_dir))
+        .set_labels((!c.labels.is_empty()).then(|| {
+            c.labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }))
+        .set_exposed_ports(list(ports))
+        .set_volumes(list(&c.volumes.keys().cloned().collect::<Vec<_>>()))
+        .set_stop_signal(c.stop_signal.clone().filter(|s| !s.is_empty()));
+    o
+}
+
+/// The container's config as Docker records it in the image (`container_config`).
+fn container_config_json(c: &ContainerConfig, ports: &[String]) -> serde_json::Value {
+    let mut v = serde_json::to_value(c).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        let ports: serde_json::Map<String, serde_json::Value> = ports
+            .iter()
+            .map(|p| (p.clone(), serde_json::json!({})))
+            .collect();
+        obj.insert("ExposedPorts".into(), ports.into());
+    }
+    v
+}
+
+/// The request body's config (Docker's `ContainerConfig` JSON) in the image config's
+/// shape; `None` for a `null` body. Fields an image config has no place for are ignored, as
+/// Docker's commit ignores them. A field absent or null stays unset (so that the
+/// container's is taken); an empty Entrypoint list resets it.
+fn request_config(v: &serde_json::Value) -> Result<Option<Config>> {
+    use serde_json::Value;
+    let obj = match v {
+        Value::Null => return Ok(None),
+        Value::Object(o) => o,
+        _ => {
+            return Err(EngineError::InvalidParameter(
+                "the commit request's body must be a container config (a JSON object) or empty"
+                    .into(),
+            ))
+        }
+    };
+    let bad = |k: &str, what: &str| {
+        EngineError::InvalidParameter(format!("invalid commit config: {k} must be {what}"))
+    };
+    let text = |k: &str| -> Result<Option<String>> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(bad(k, "a string")),
+        }
+    };
+    // Cmd and Entrypoint may be a string (Docker's strslice); Env a list only.
+    let list = |k: &str, one_ok: bool| -> Result<Option<Vec<String>>> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if one_ok => Ok(Some(vec![s.clone()])),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(String::from)
+                        .ok_or_else(|| bad(k, "a list of strings"))
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+            Some(_) => Err(bad(k, "a list of strings")),
+        }
+    };
+    let keys = |k: &str| -> Result<Option<Vec<String>>> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(m.keys().cloned().collect())),
+            Some(_) => Err(bad(k, "an object")),
+        }
+    };
+    let labels = match obj.get("Labels") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => Some(
+            m.iter()
+                .map(|(k, v)| {
+                    v.as_str()
+                        .map(|v| (k.clone(), v.to_string()))
+                        .ok_or_else(|| bad("Labels", "an object of strings"))
+                })
+                .collect::<Result<std::collections::HashMap<_, _>>>()?,
+        ),
+        Some(_) => return Err(bad("Labels", "an object of strings")),
+    };
+    let mut c = Config::default();
+    c.set_user(text("User")?)
+        .set_env(list("Env", false)?)
+        .set_cmd(list("Cmd", true)?)
+        .set_entrypoint(list("Entrypoint", true)?)
+        .set_working_dir(text("WorkingDir")?)
+        .set_labels(labels)
+        .set_exposed_ports(keys("ExposedPorts")?)
+        .set_volumes(keys("Volumes")?)
+        .set_stop_signal(text("StopSignal")?);
+    Ok(Some(c))
 }
 
 fn walk_changes(

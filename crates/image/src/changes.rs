@@ -9,12 +9,27 @@ use crate::error::{ImageError, Result};
 
 const SUPPORTED: &str = "CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE, VOLUME, STOPSIGNAL";
 
-/// Applies each change, in order, to `config`.
+/// Applies each change, in order, to `config`. As a Dockerfile's ENTRYPOINT, an ENTRYPOINT
+/// change clears the command unless a CMD change came before it.
 pub fn apply(config: &mut Config, changes: &[String]) -> Result<()> {
+    let mut cmd_set = false;
     for c in changes {
-        apply_one(config, c)?;
+        match apply_one(config, c)? {
+            Applied::Cmd => cmd_set = true,
+            Applied::Entrypoint if !cmd_set => {
+                config.set_cmd(None);
+            }
+            _ => {}
+        }
     }
     Ok(())
+}
+
+/// Which instruction a change was, where it matters to the ones after it.
+enum Applied {
+    Cmd,
+    Entrypoint,
+    Other,
 }
 
 fn bad(change: &str, reason: impl Into<String>) -> ImageError {
@@ -24,7 +39,7 @@ fn bad(change: &str, reason: impl Into<String>) -> ImageError {
     }
 }
 
-fn apply_one(config: &mut Config, change: &str) -> Result<()> {
+fn apply_one(config: &mut Config, change: &str) -> Result<Applied> {
     let change_t = change.trim();
     let (word, rest) = change_t
         .split_once(char::is_whitespace)
@@ -39,16 +54,24 @@ fn apply_one(config: &mut Config, change: &str) -> Result<()> {
     match word.to_ascii_uppercase().as_str() {
         "CMD" => {
             config.set_cmd(Some(exec_or_shell(rest)));
+            return Ok(Applied::Cmd);
         }
         "ENTRYPOINT" => {
             config.set_entrypoint(Some(exec_or_shell(rest)));
+            return Ok(Applied::Entrypoint);
         }
         "ENV" => {
+            // A variable already set keeps its place (Docker's dispatchEnv).
             let mut env = config.env().clone().unwrap_or_default();
             for (k, v) in pairs(change, rest)? {
-                let prefix = format!("{k}=");
-                env.retain(|e| !e.starts_with(&prefix));
-                env.push(format!("{k}={v}"));
+                let new = format!("{k}={v}");
+                match env
+                    .iter_mut()
+                    .find(|e| e.split_once('=').map_or(e.as_str(), |(ek, _)| ek) == k)
+                {
+                    Some(e) => *e = new,
+                    None => env.push(new),
+                }
             }
             config.set_env(Some(env));
         }
@@ -99,7 +122,7 @@ fn apply_one(config: &mut Config, change: &str) -> Result<()> {
             ))
         }
     }
-    Ok(())
+    Ok(Applied::Other)
 }
 
 fn json_array(s: &str) -> Option<Vec<String>> {
@@ -235,7 +258,7 @@ mod tests {
         );
         assert_eq!(
             c.env().as_deref().unwrap(),
-            ["B=two words", "C=three four", "A=replaced"]
+            ["A=replaced", "B=two words", "C=three four"]
         );
         assert_eq!(c.working_dir().as_deref(), Some("/srv"));
         assert_eq!(c.user().as_deref(), Some("daemon"));
@@ -245,6 +268,17 @@ mod tests {
         assert_eq!(c.exposed_ports().as_deref().unwrap(), ["80/tcp", "53/udp"]);
         assert_eq!(c.volumes().as_deref().unwrap(), ["/data", "/logs", "/more"]);
         assert_eq!(c.stop_signal().as_deref(), Some("SIGINT"));
+    }
+
+    #[test]
+    fn entrypoint_clears_the_command_unless_a_cmd_came_first() {
+        let mut c = Config::default();
+        c.set_cmd(Some(vec!["old".into()]));
+        apply(&mut c, &[r#"ENTRYPOINT ["/e"]"#.to_string()]).unwrap();
+        assert_eq!(c.cmd(), &None);
+        let c = cfg(&[r#"CMD ["a"]"#, r#"ENTRYPOINT ["/e"]"#]).unwrap();
+        assert_eq!(c.cmd().as_deref().unwrap(), ["a"]);
+        assert_eq!(c.entrypoint().as_deref().unwrap(), ["/e"]);
     }
 
     #[test]
