@@ -47,6 +47,17 @@ fn devices_outside_the_defaults_are_denied_unless_privileged() {
         TRY_TUN,
     ]);
     assert_eq!(out, "MKNOD_OK\nOPENED\n");
+    // And, as in Docker, it sees the host's devices.
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "busybox",
+        "sh",
+        "-c",
+        "test -c /dev/net/tun && test -c /dev/null && echo HOST_DEVICES",
+    ]);
+    assert_eq!(out, "HOST_DEVICES\n");
 }
 
 #[test]

@@ -38,6 +38,17 @@ pub fn build(
         rules: vec![json!({"allow": privileged, "access": "rwm"})],
         ..Devices::default()
     };
+    if privileged {
+        // Like Docker, a privileged container sees the host's devices.
+        for dev in host_devices() {
+            let m = DeviceMapping {
+                path_on_host: dev.to_string_lossy().into_owned(),
+                ..DeviceMapping::default()
+            };
+            // A node that vanished meanwhile is no reason to refuse the container.
+            let _ = add_mapping(&m, &mut out);
+        }
+    }
     for m in mappings {
         add_mapping(m, &mut out)?;
     }
@@ -115,12 +126,32 @@ fn add_mapping(m: &DeviceMapping, out: &mut Devices) -> Result<()> {
     Ok(())
 }
 
+/// The host's device nodes, as runc's `HostDevices` lists them: /dev without the
+/// directories a container gets its own of, and without the console.
+fn host_devices() -> Vec<std::path::PathBuf> {
+    let mut devs = walk_devices(Path::new("/dev")).unwrap_or_default();
+    devs.retain(|d| d != Path::new("/dev/console"));
+    devs.sort();
+    devs
+}
+
 /// Device nodes below `dir` (following no symlinks).
 fn walk_devices(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    const SKIP: [&str; 6] = [
+        "/dev/pts",
+        "/dev/shm",
+        "/dev/fd",
+        "/dev/mqueue",
+        "/dev/.lxc",
+        "/dev/.udev",
+    ];
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         let ft = e.file_type()?;
+        if ft.is_dir() && SKIP.iter().any(|s| e.path() == Path::new(s)) {
+            continue;
+        }
         if ft.is_dir() {
             out.extend(walk_devices(&e.path())?);
         } else if ft.is_char_device() || ft.is_block_device() {
@@ -222,9 +253,18 @@ mod tests {
     }
 
     #[test]
-    fn privileged_allows_all() {
+    fn privileged_allows_all_and_sees_the_host_devices() {
         let d = build(true, &[], &["c 1:3 r".into()]).unwrap();
         assert_eq!(d.rules, vec![json!({"allow": true, "access": "rwm"})]);
+        assert!(
+            d.nodes.iter().any(|n| n["path"] == "/dev/null"),
+            "{:?}",
+            d.nodes
+        );
+        assert!(!d
+            .nodes
+            .iter()
+            .any(|n| n["path"].as_str().unwrap().starts_with("/dev/pts/")));
     }
 
     #[test]
