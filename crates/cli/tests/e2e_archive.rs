@@ -213,6 +213,13 @@ fn cp_through_bind_mounts_and_read_only_mounts_are_refused() {
         "owned by the host's root\n"
     );
 
+    // The container's own /etc/hostname (bound from its directory), not the image's.
+    d.ok(&["cp", "binds:/etc/hostname", dst.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(dst.join("hostname")).unwrap(),
+        format!("{}\n", &d.id("binds")[..12])
+    );
+
     // Into a bind: the file appears in the host directory, owned by the mapped root.
     let f = write_file(&d.dir.join("src"), "f", "copied in\n");
     d.ok(&["cp", f.to_str().unwrap(), "binds:/mnt/"]);

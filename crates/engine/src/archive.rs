@@ -152,8 +152,8 @@ impl Drop for TempMount<'_> {
 
 /// The mounts `docker cp` sees, in the order the container's spec mounts them
 /// (crate::spec): `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` from the container's
-/// directory unless a mount of the user's replaces them, then the container's volumes and
-/// binds. tmpfs mounts are left out.
+/// directory (when written) unless a mount of the user's replaces them, then the container's
+/// volumes and binds. tmpfs mounts are left out.
 fn view_mounts(rec: &ContainerRecord, paths: &Paths) -> Vec<ViewMount> {
     let etc = [
         ("/etc/hostname", paths.hostname()),
@@ -162,7 +162,7 @@ fn view_mounts(rec: &ContainerRecord, paths: &Paths) -> Vec<ViewMount> {
     ];
     let etc = etc
         .into_iter()
-        .filter(|(dst, _)| !rec.mounts.iter().any(|m| m.destination == *dst))
+        .filter(|(dst, src)| !rec.mounts.iter().any(|m| m.destination == *dst) && src.exists())
         .map(|(dst, src)| ViewMount {
             source: src,
             destination: dst.to_string(),
@@ -413,6 +413,53 @@ fn rewrite_owners(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::container::{ContainerConfig, HostConfig};
+
+    #[test]
+    fn the_view_has_the_etc_files_then_volumes_and_binds_but_no_tmpfs() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            dir: dir.path().to_path_buf(),
+            exec_dir: dir.path().join("exec"),
+        };
+        for f in ["hostname", "hosts"] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        let host = HostConfig {
+            binds: vec!["/srv/a:/a:ro".into(), "/srv/hosts:/etc/hosts".into()],
+            tmpfs: [("/run".to_string(), String::new())].into(),
+            ..Default::default()
+        };
+        let mounts = crate::mounts::requested(&ContainerConfig::default(), &host).unwrap();
+        let rec = ContainerRecord {
+            id: "a".repeat(64),
+            name: "demo".into(),
+            created: crate::timefmt::now(),
+            image_ref: "busybox".into(),
+            image_id: "sha256:00".into(),
+            config: ContainerConfig::default(),
+            host_config: host,
+            state: Default::default(),
+            maps: None,
+            mounts,
+            layers: vec![],
+            path: "true".into(),
+            args: vec![],
+        };
+        let got: Vec<(String, String, bool)> = view_mounts(&rec, &paths)
+            .into_iter()
+            .map(|m| (m.destination, m.source.display().to_string(), m.read_only))
+            .collect();
+        let hostname = dir.path().join("hostname").display().to_string();
+        assert_eq!(
+            got,
+            [
+                ("/etc/hostname".into(), hostname, false),
+                ("/a".into(), "/srv/a".into(), true),
+                ("/etc/hosts".into(), "/srv/hosts".into(), false),
+            ]
+        );
+    }
 
     #[test]
     fn base_names() {

@@ -171,7 +171,88 @@ fn attach(root: BorrowedFd<'_>, m: &ViewMount, owner: (u32, u32)) -> Result<()> 
         )
     })?;
     if m.read_only {
-        remount_read_only(tree.as_fd(), Path::new(&m.destination))?;
+        remount_tree_read_only(tree.as_fd(), Path::new(&m.destination))?;
+    }
+    Ok(())
+}
+
+/// One line of `/proc/thread-self/mountinfo`: mount id, parent id, mount point.
+fn parse_mountinfo(text: &str) -> Vec<(u64, u64, PathBuf)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let id = f.next()?.parse().ok()?;
+            let parent = f.next()?.parse().ok()?;
+            let point = f.nth(2)?;
+            Some((id, parent, PathBuf::from(unescape_octal(point))))
+        })
+        .collect()
+}
+
+/// The kernel writes space, tab, newline and backslash in mountinfo paths as `\NNN`.
+fn unescape_octal(s: &str) -> OsString {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match oct {
+            Some(d) if b[i] == b'\\' => {
+                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
+                i += 4;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    OsString::from(std::ffi::OsStr::from_bytes(&out))
+}
+
+/// Ids of the mounts below `top` (not itself), from a parsed mountinfo.
+fn descendants(mounts: &[(u64, u64, PathBuf)], top: u64) -> Vec<u64> {
+    let mut below: Vec<u64> = Vec::new();
+    loop {
+        let before = below.len();
+        for (id, parent, _) in mounts {
+            if (*parent == top || below.contains(parent)) && *id != top && !below.contains(id) {
+                below.push(*id);
+            }
+        }
+        if below.len() == before {
+            return below;
+        }
+    }
+}
+
+/// Makes the mount whose root `fd` is, and every mount below it, read-only: a read-only
+/// bind of a host tree with mounts in it (`-v /:/host:ro`) is read-only all through, as the
+/// runtime makes it (mount_setattr with AT_RECURSIVE, which rustix does not wrap).
+fn remount_tree_read_only(fd: BorrowedFd<'_>, what: &Path) -> Result<()> {
+    remount_read_only(fd, what)?;
+    let top = mount_id(fd)?;
+    let info_path = "/proc/thread-self/mountinfo";
+    let info =
+        std::fs::read_to_string(info_path).map_err(|e| EngineError::io("read", info_path, e))?;
+    let mounts = parse_mountinfo(&info);
+    let below = descendants(&mounts, top);
+    for (id, _, point) in mounts.iter().filter(|(id, _, _)| below.contains(id)) {
+        // By path, but checked: what is found there must be one of the mounts below (the
+        // topmost of a stack hides the others, which then need nothing).
+        let sub = rfs::open(point, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+            .map_err(sys("open the submount", point))?;
+        let found = mount_id(sub.as_fd())?;
+        if !below.contains(&found) {
+            return Err(EngineError::System(format!(
+                "making {} read-only: mount {id} at {} was replaced while viewing",
+                what.display(),
+                point.display()
+            )));
+        }
+        remount_read_only(sub.as_fd(), point)?;
     }
     Ok(())
 }
@@ -440,6 +521,63 @@ mod tests {
         assert_eq!(mounted_under(dir), Vec::<String>::new());
     }
 
+    /// Unmounts (lazily) on drop, also when the test fails.
+    struct Unmount(PathBuf);
+
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = rmount::unmount(&self.0, rmount::UnmountFlags::DETACH);
+        }
+    }
+
+    #[test]
+    fn read_only_binds_are_read_only_all_through() {
+        berth_testkit::require_root();
+        let tmp = berth_testkit::tempdir("berth-fsview-");
+        let dir = tmp.path();
+        for d in ["root", "src/sub"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        // A host tree with a mount in it, bound read-only (as `-v /:/host:ro`).
+        let sub = dir.join("src/sub");
+        rmount::mount(
+            "tmpfs",
+            &sub,
+            "tmpfs",
+            MountFlags::empty(),
+            Some(c"size=1m"),
+        )
+        .unwrap();
+        let _guard = Unmount(sub.clone());
+        let spec = ViewSpec {
+            rootfs: dir.join("root"),
+            read_only_rootfs: false,
+            mounts: vec![ViewMount {
+                source: dir.join("src"),
+                destination: "/host".into(),
+                read_only: true,
+            }],
+            owner: (0, 0),
+        };
+        run(&spec, |view| -> Result<()> {
+            let how = ResolveFlags::IN_ROOT;
+            for p in ["host", "host/sub"] {
+                let d = rfs::openat2(&view.root, p, OFlags::RDONLY, Mode::empty(), how).unwrap();
+                assert_eq!(
+                    view.read_only(d.as_fd())?,
+                    Some(ReadOnlyPlace::Mount),
+                    "{p}"
+                );
+                let err = rfs::openat(&d, "x", OFlags::CREATE | OFlags::WRONLY, Mode::empty());
+                assert_eq!(err.unwrap_err(), Errno::ROFS, "{p}");
+            }
+            Ok(())
+        })
+        .unwrap();
+        // The host's own tmpfs is still writable.
+        std::fs::write(sub.join("x"), "rw").unwrap();
+    }
+
     #[test]
     fn a_missing_source_is_an_error_naming_it() {
         berth_testkit::require_root();
@@ -458,6 +596,24 @@ mod tests {
         let err = run(&spec, |_| Ok::<_, EngineError>(())).unwrap_err();
         assert!(err.to_string().contains("gone"), "{err}");
         assert_eq!(mounted_under(tmp.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn mountinfo_lines_and_their_descendants() {
+        let text = "21 1 0:20 / / rw - ext4 /dev/sda rw
+30 21 0:30 / /a\\040b rw - tmpfs x rw
+31 30 0:31 / /a\\040b/c rw - tmpfs x rw
+32 31 0:32 / /a\\040b/c/d rw - tmpfs x rw
+40 21 0:40 / /other rw - tmpfs x rw
+bogus line
+";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 5);
+        assert_eq!(m[1], (30, 21, PathBuf::from("/a b")));
+        assert_eq!(descendants(&m, 30), [31, 32]);
+        assert_eq!(descendants(&m, 40), Vec::<u64>::new());
+        assert_eq!(unescape_octal("x\\134y\\011"), OsString::from("x\\y\t"));
+        assert_eq!(unescape_octal("\\9ab\\"), OsString::from("\\9ab\\"));
     }
 
     #[test]
