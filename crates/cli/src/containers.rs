@@ -475,33 +475,13 @@ pub fn start(c: &Client, a: StartArgs) -> anyhow::Result<ExitCode> {
             bail!("you cannot start and attach multiple containers at once");
         }
         let ct = c.get_json(&format!("/containers/{}/json", enc_path(&a.containers[0])))?;
-        let id = ct["Id"]
-            .as_str()
-            .context("inspect answer has no Id")?
-            .to_string();
-        let tty = ct["Config"]["Tty"].as_bool().unwrap_or(false);
-        let stdin = a.interactive && ct["Config"]["OpenStdin"].as_bool().unwrap_or(false);
-        let spec = AttachSpec {
-            tty,
-            stdin,
-            stdout: true,
-            stderr: true,
-            auto_remove: ct["HostConfig"]["AutoRemove"].as_bool().unwrap_or(false),
-            sig_proxy: true,
-            detach_keys: detach_keys(&a.detach_keys)?,
-        };
+        let id = container_id(&ct)?;
+        let spec = AttachSpec::existing(&ct, a.interactive, true, &a.detach_keys)?;
         let session = Session::open(c, &id, spec)?;
         c.call("POST", &format!("/containers/{id}/start"), Body::Empty)?;
         return session.finish(c, &id);
     }
-    for_each(&a.containers, |n| {
-        c.call(
-            "POST",
-            &format!("/containers/{}/start", enc_path(n)),
-            Body::Empty,
-        )?;
-        Ok(())
-    })
+    call_each(c, "POST", &a.containers, "/start")
 }
 
 pub fn attach(c: &Client, a: AttachArgs) -> anyhow::Result<ExitCode> {
@@ -509,26 +489,22 @@ pub fn attach(c: &Client, a: AttachArgs) -> anyhow::Result<ExitCode> {
     if !ct["State"]["Running"].as_bool().unwrap_or(false) {
         bail!("You cannot attach to a stopped container, start it first");
     }
-    let id = ct["Id"]
-        .as_str()
-        .context("inspect answer has no Id")?
-        .to_string();
-    let tty = ct["Config"]["Tty"].as_bool().unwrap_or(false);
-    let stdin = !a.no_stdin && ct["Config"]["OpenStdin"].as_bool().unwrap_or(false);
-    let spec = AttachSpec {
-        tty,
-        stdin,
-        stdout: true,
-        stderr: true,
-        auto_remove: ct["HostConfig"]["AutoRemove"].as_bool().unwrap_or(false),
-        sig_proxy: a.sig_proxy,
-        detach_keys: detach_keys(&a.detach_keys)?,
-    };
+    let id = container_id(&ct)?;
+    let spec = AttachSpec::existing(&ct, !a.no_stdin, a.sig_proxy, &a.detach_keys)?;
+    let tty = spec.tty;
     let session = Session::open(c, &id, spec)?;
     if tty {
         resize(c, &id);
     }
     session.finish(c, &id)
+}
+
+/// The `Id` of a container's inspect answer.
+fn container_id(ct: &Value) -> anyhow::Result<String> {
+    ct["Id"]
+        .as_str()
+        .map(str::to_string)
+        .context("inspect answer has no Id")
 }
 
 /// `--detach-keys`, or docker's default.
@@ -551,6 +527,28 @@ struct AttachSpec {
     /// like ctrl-c reach it as bytes).
     sig_proxy: bool,
     detach_keys: Vec<u8>,
+}
+
+impl AttachSpec {
+    /// Attaching to an existing container, from its inspect answer `ct`: stdout and stderr,
+    /// and stdin when `stdin` asks for it and the container keeps its stdin open.
+    fn existing(
+        ct: &Value,
+        stdin: bool,
+        sig_proxy: bool,
+        keys: &Option<String>,
+    ) -> anyhow::Result<AttachSpec> {
+        let flag = |v: &Value| v.as_bool().unwrap_or(false);
+        Ok(AttachSpec {
+            tty: flag(&ct["Config"]["Tty"]),
+            stdin: stdin && flag(&ct["Config"]["OpenStdin"]),
+            stdout: true,
+            stderr: true,
+            auto_remove: flag(&ct["HostConfig"]["AutoRemove"]),
+            sig_proxy,
+            detach_keys: detach_keys(keys)?,
+        })
+    }
 }
 
 /// An attached container: the hijacked stream, the pending wait, raw mode and signals.
@@ -691,44 +689,38 @@ pub fn logs(c: &Client, a: LogsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs `f` on each name, printing the name on success and the error otherwise (docker's
-/// way for stop, kill, rm, ...); fails if any failed.
+/// Runs `f` on each name, printing what it returns on success and the error otherwise
+/// (docker's way for stop, kill, rm, wait, ...); fails if any failed.
 fn for_each(
     names: &[String],
-    mut f: impl FnMut(&str) -> anyhow::Result<()>,
+    mut f: impl FnMut(&str) -> anyhow::Result<String>,
 ) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for n in names {
         match f(n) {
-            Ok(()) => println!("{n}"),
+            Ok(out) => println!("{out}"),
             Err(e) => {
                 eprintln!("{e:#}");
                 failed = true;
             }
         }
     }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+    Ok(ExitCode::from(u8::from(failed)))
+}
+
+/// `METHOD /containers/{name}{rest}` for each name, printing the names (see [`for_each`]).
+fn call_each(c: &Client, method: &str, names: &[String], rest: &str) -> anyhow::Result<ExitCode> {
+    for_each(names, |n| {
+        let path = format!("/containers/{}{rest}", enc_path(n));
+        c.call(method, &path, Body::Empty)?;
+        Ok(n.to_string())
     })
 }
 
 pub fn wait(c: &Client, a: NamesArgs) -> anyhow::Result<ExitCode> {
-    let mut failed = false;
-    for n in &a.containers {
-        match c.post_json(&format!("/containers/{}/wait", enc_path(n)), None) {
-            Ok(v) => println!("{}", v["StatusCode"].as_i64().unwrap_or(-1)),
-            Err(e) => {
-                eprintln!("{e}");
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+    for_each(&a.containers, |n| {
+        let v = c.post_json(&format!("/containers/{}/wait", enc_path(n)), None)?;
+        Ok(v["StatusCode"].as_i64().unwrap_or(-1).to_string())
     })
 }
 
@@ -748,54 +740,23 @@ fn stop_query(time: Option<i64>, signal: &Option<String>) -> String {
 }
 
 pub fn stop(c: &Client, a: StopArgs) -> anyhow::Result<ExitCode> {
-    let q = stop_query(a.time, &a.signal);
-    for_each(&a.containers, |n| {
-        c.call(
-            "POST",
-            &format!("/containers/{}/stop{q}", enc_path(n)),
-            Body::Empty,
-        )?;
-        Ok(())
-    })
+    let rest = format!("/stop{}", stop_query(a.time, &a.signal));
+    call_each(c, "POST", &a.containers, &rest)
 }
 
 pub fn restart(c: &Client, a: StopArgs) -> anyhow::Result<ExitCode> {
-    let q = stop_query(a.time, &a.signal);
-    for_each(&a.containers, |n| {
-        c.call(
-            "POST",
-            &format!("/containers/{}/restart{q}", enc_path(n)),
-            Body::Empty,
-        )?;
-        Ok(())
-    })
+    let rest = format!("/restart{}", stop_query(a.time, &a.signal));
+    call_each(c, "POST", &a.containers, &rest)
 }
 
 pub fn kill(c: &Client, a: KillArgs) -> anyhow::Result<ExitCode> {
-    for_each(&a.containers, |n| {
-        c.call(
-            "POST",
-            &format!("/containers/{}/kill?signal={}", enc_path(n), enc(&a.signal)),
-            Body::Empty,
-        )?;
-        Ok(())
-    })
+    let rest = format!("/kill?signal={}", enc(&a.signal));
+    call_each(c, "POST", &a.containers, &rest)
 }
 
 pub fn rm(c: &Client, a: RmArgs) -> anyhow::Result<ExitCode> {
-    for_each(&a.containers, |n| {
-        c.call(
-            "DELETE",
-            &format!(
-                "/containers/{}?force={}&v={}",
-                enc_path(n),
-                a.force as u8,
-                a.volumes as u8
-            ),
-            Body::Empty,
-        )?;
-        Ok(())
-    })
+    let rest = format!("?force={}&v={}", a.force as u8, a.volumes as u8);
+    call_each(c, "DELETE", &a.containers, &rest)
 }
 
 pub fn inspect(c: &Client, a: InspectArgs) -> anyhow::Result<ExitCode> {
@@ -834,30 +795,31 @@ pub fn inspect(c: &Client, a: InspectArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    print_inspected(&found, a.format.as_deref())?;
+    Ok(ExitCode::from(u8::from(failed)))
+}
+
+/// Prints the inspect answers `found` (the daemon's JSON texts, kept as they are so that
+/// the keys keep their order, as docker's do): through the `--format` template, one line
+/// each, or as one indented JSON array.
+pub fn print_inspected(found: &[String], format: Option<&str>) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
-    match &a.format {
+    match format {
         Some(f) => {
             let t = Template::parse(f)?;
-            for text in &found {
-                let v: Value = serde_json::from_str(text)?;
-                out.write_all(t.render_value(&v).as_bytes())?;
-                out.write_all(b"\n")?;
+            for text in found {
+                let v: Value =
+                    serde_json::from_str(text).context("the daemon's answer is not JSON")?;
+                writeln!(out, "{}", t.render_value(&v))?;
             }
         }
         None => {
-            let joined = format!(
-                "[{}]",
-                found.iter().map(|t| t.trim()).collect::<Vec<_>>().join(",")
-            );
-            out.write_all(crate::format::indent_json(&joined).as_bytes())?;
-            out.write_all(b"\n")?;
+            let texts: Vec<&str> = found.iter().map(|t| t.trim()).collect();
+            let joined = format!("[{}]", texts.join(","));
+            writeln!(out, "{}", crate::format::indent_json(&joined))?;
         }
     }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(())
 }
 
 #[cfg(test)]

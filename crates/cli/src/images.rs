@@ -304,40 +304,51 @@ pub fn load(c: &Client, a: LoadArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn save(c: &Client, a: SaveArgs) -> anyhow::Result<ExitCode> {
-    if a.output.is_none() && io::stdout().is_terminal() {
-        bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
-    }
+    let output = a.output.as_deref();
+    check_archive_output(output)?;
     let names: String = a
         .images
         .iter()
         .map(|n| format!("names={}&", enc(n)))
         .collect();
-    let mut resp = c.call(
+    let resp = c.call(
         "GET",
         &format!("/images/get?{}", names.trim_end_matches('&')),
         Body::Empty,
     )?;
-    match &a.output {
-        None => {
-            io::copy(&mut resp, &mut io::stdout().lock())
-                .context("writing the archive to stdout")?;
-        }
-        Some(out) => {
-            // Into a temporary file beside the target, renamed at the end: never a
-            // half-written archive under the name asked for.
-            let path = Path::new(out);
-            let dir = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let mut tmp = tempfile::NamedTempFile::new_in(dir)
-                .with_context(|| format!("cannot write in {}", dir.display()))?;
-            io::copy(&mut resp, &mut tmp).with_context(|| format!("writing {out}"))?;
-            tmp.persist(path)
-                .with_context(|| format!("cannot write {out}"))?;
-        }
-    }
+    write_archive(resp, output)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses to write an archive (`save`, `export`) to stdout when it is a terminal, as docker
+/// does; called before asking the daemon for it.
+pub fn check_archive_output(output: Option<&str>) -> anyhow::Result<()> {
+    if output.is_none() && io::stdout().is_terminal() {
+        bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+    }
+    Ok(())
+}
+
+/// Writes an archive to `output` (`-o FILE`) or stdout. A file is written through a
+/// temporary one beside it, renamed at the end: never a half-written archive under the
+/// name asked for.
+pub fn write_archive(mut archive: impl Read, output: Option<&str>) -> anyhow::Result<()> {
+    let Some(out) = output else {
+        io::copy(&mut archive, &mut io::stdout().lock())
+            .context("writing the archive to stdout")?;
+        return Ok(());
+    };
+    let path = Path::new(out);
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    io::copy(&mut archive, &mut tmp).with_context(|| format!("writing {out}"))?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {out}"))?;
+    Ok(())
 }
 
 pub fn tag(c: &Client, a: TagArgs) -> anyhow::Result<ExitCode> {
@@ -384,11 +395,7 @@ pub fn rmi(c: &Client, a: RmiArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(ExitCode::from(u8::from(failed)))
 }
 
 #[cfg(test)]

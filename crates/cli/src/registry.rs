@@ -13,7 +13,7 @@ use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
-use crate::http::{check, enc, enc_path, Body, Client};
+use crate::http::{check, enc, enc_path, Body, Client, Response};
 
 #[derive(Args, Debug)]
 pub struct PullArgs {
@@ -130,12 +130,17 @@ fn pull_stream(
     if let Some(p) = platform {
         q.push_str(&format!("&platform={}", enc(p)));
     }
+    post_with_auth(c, r, &q)
+}
+
+/// `POST path` with the credentials stored for `r`'s registry (X-Registry-Auth), if any.
+fn post_with_auth(c: &Client, r: &Reference, path: &str) -> anyhow::Result<Response> {
     let headers = auth_header(r.domain())?;
     let extra: Vec<(&str, &str)> = headers
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    Ok(check(c.send("POST", &q, Body::Empty, &extra)?)?)
+    Ok(check(c.send("POST", path, Body::Empty, &extra)?)?)
 }
 
 pub fn push(c: &Client, a: PushArgs) -> anyhow::Result<ExitCode> {
@@ -146,12 +151,7 @@ pub fn push(c: &Client, a: PushArgs) -> anyhow::Result<ExitCode> {
         (false, t) => t.unwrap_or("latest").to_string(),
     };
     let q = format!("/images/{}/push?tag={}", enc_path(&r.name()), enc(&tag));
-    let headers = auth_header(r.domain())?;
-    let extra: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let resp = check(c.send("POST", &q, Body::Empty, &extra)?)?;
+    let resp = post_with_auth(c, &r, &q)?;
     render(resp, a.quiet, Output::Stdout)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -101,8 +101,16 @@ fn detached_containers_stop_wait_and_rm() {
         d.berth_ok(&["ps", "--format", "{{.Names}}\t{{.State}}"]),
         "sleeper\trunning\n"
     );
+    let inspected: serde_json::Value =
+        serde_json::from_str(&d.berth_ok(&["inspect", "sleeper"])).unwrap();
+    assert_eq!(inspected[0]["Name"], "/sleeper", "{inspected}");
     assert_eq!(d.berth_ok(&["kill", "sleeper"]), "sleeper\n");
     assert_eq!(d.berth_ok(&["wait", "sleeper"]), "137\n");
+    // A missing name fails the command, the others are still done and printed.
+    let o = d.berth(&["wait", "nope", "sleeper"]);
+    assert_eq!((o.status.code(), stdout(&o)), (Some(1), "137\n".into()));
+    let o = d.berth(&["stop", "-t", "0", "sleeper", "nope"]);
+    assert_eq!((o.status.code(), stdout(&o)), (Some(1), "sleeper\n".into()));
     assert_eq!(d.berth_ok(&["rm", "-f", "sleeper"]), "sleeper\n");
 }
 
