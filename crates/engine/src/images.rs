@@ -314,7 +314,7 @@ impl Images {
 
 /// A reference as Docker shows it in events and answers: `alpine:latest`, `user/app:1`,
 /// `localhost:5000/a@sha256:...`. Anything that does not parse is shown as given.
-fn familiar(r: &str) -> String {
+pub(crate) fn familiar(r: &str) -> String {
     Reference::parse(r).map_or_else(|_| r.to_string(), |p| p.to_string())
 }
 
@@ -337,8 +337,9 @@ impl Engine {
     }
 
     /// Publishes an image event as moby's `LogImageEvent` does: the actor is `id`, the
-    /// attributes the image's labels and `name`.
-    fn image_event(&self, action: &str, id: &str, name: &str) {
+    /// attributes the image's labels and `name`. (Also for commit: dockerd's commit with a
+    /// reference logs `tag` (`name` the reference) before the container's `commit`.)
+    pub(crate) fn image_event(&self, action: &str, id: &str, name: &str) {
         self.emit(Event::image(action, id, name, self.image_labels(id)));
     }
 
