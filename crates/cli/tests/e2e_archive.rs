@@ -25,18 +25,22 @@ fn mount_points_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Mounts of the host that show one of `sources` (a bind of it, whatever its mount point).
-fn binds_of(sources: &[&Path]) -> Vec<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines()
+/// Mounts of the host that show one of `sources` (a bind of it, whatever its mount point):
+/// its path from the test's own temporary directory on ends the mount's root or its point.
+fn binds_of(d: &Daemon, sources: &[&Path]) -> Vec<String> {
+    let base = d.dir.parent().unwrap();
+    let tails: Vec<String> = sources
+        .iter()
+        .map(|s| s.strip_prefix(base).unwrap().display().to_string())
+        .collect();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
         .filter(|l| {
-            sources.iter().any(|s| {
-                let name = s.file_name().unwrap().to_string_lossy();
-                l.split(' ')
-                    .nth(3)
-                    .is_some_and(|root| root.ends_with(&*name))
-                    || l.split(' ').nth(4).is_some_and(|mp| mp.ends_with(&*name))
-            })
+            let f: Vec<&str> = l.split(' ').collect();
+            tails
+                .iter()
+                .any(|t| f.len() > 4 && (f[3].ends_with(t.as_str()) || f[4].ends_with(t.as_str())))
         })
         .map(String::from)
         .collect()
@@ -159,7 +163,7 @@ fn cp_through_a_named_volume_of_a_stopped_and_a_running_container() {
     // A whole directory out, the volume's files in it.
     d.ok(&["cp", "running:/data", dst.join("all").to_str().unwrap()]);
     assert!(dst.join("all/f2").is_file() && dst.join("all/h").is_file());
-    assert_eq!(binds_of(&[&vol]), Vec::<String>::new());
+    assert_eq!(binds_of(&d, &[&vol]), Vec::<String>::new());
 
     d.ok(&["rm", "-f", "stopped", "running"]);
     assert_eq!(mount_points_under(&d.dir), Vec::<String>::new());
@@ -279,7 +283,10 @@ fn cp_through_bind_mounts_and_read_only_mounts_are_refused() {
         "copied in\n"
     );
 
-    assert_eq!(binds_of(&[&host, &hostro, &rovol]), Vec::<String>::new());
+    assert_eq!(
+        binds_of(&d, &[&host, &hostro, &rovol]),
+        Vec::<String>::new()
+    );
     d.ok(&["rm", "-f", "binds", "rofs"]);
     assert_eq!(mount_points_under(&d.dir), Vec::<String>::new());
 }

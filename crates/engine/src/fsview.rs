@@ -16,6 +16,7 @@
 //! tmpfs mounts are not part of the view: each start gets a fresh one (Docker does not show
 //! them to `cp` either).
 
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -213,13 +214,14 @@ fn unescape_octal(s: &str) -> OsString {
 }
 
 /// Ids of the mounts below `top` (not itself), from a parsed mountinfo.
-fn descendants(mounts: &[(u64, u64, PathBuf)], top: u64) -> Vec<u64> {
-    let mut below: Vec<u64> = Vec::new();
+fn descendants(mounts: &[(u64, u64, PathBuf)], top: u64) -> HashSet<u64> {
+    let mut below = HashSet::new();
+    // The kernel lists parents first, so one pass is the rule; loop for the exception.
     loop {
         let before = below.len();
         for (id, parent, _) in mounts {
-            if (*parent == top || below.contains(parent)) && *id != top && !below.contains(id) {
-                below.push(*id);
+            if (*parent == top || below.contains(parent)) && *id != top {
+                below.insert(*id);
             }
         }
         if below.len() == before {
@@ -610,8 +612,8 @@ bogus line
         let m = parse_mountinfo(text);
         assert_eq!(m.len(), 5);
         assert_eq!(m[1], (30, 21, PathBuf::from("/a b")));
-        assert_eq!(descendants(&m, 30), [31, 32]);
-        assert_eq!(descendants(&m, 40), Vec::<u64>::new());
+        assert_eq!(descendants(&m, 30), HashSet::from([31, 32]));
+        assert!(descendants(&m, 40).is_empty());
         assert_eq!(unescape_octal("x\\134y\\011"), OsString::from("x\\y\t"));
         assert_eq!(unescape_octal("\\9ab\\"), OsString::from("\\9ab\\"));
     }
