@@ -10,7 +10,7 @@ use crate::containers::{
 };
 use crate::http::{Client, Host};
 use crate::images::{self, ImagesArgs, ImportArgs, LoadArgs, RmiArgs, SaveArgs, TagArgs};
-use crate::ops::{self, PauseArgs, RenameArgs, StatsArgs, TopArgs, UpdateArgs};
+use crate::ops::{self, PauseArgs, PortArgs, RenameArgs, StatsArgs, TopArgs, UpdateArgs};
 use crate::registry::{self, LoginArgs, LogoutArgs, PullArgs, PushArgs};
 use crate::system::{self, FormatArgs};
 use crate::volumes::{self, VolumeCommand};
@@ -79,6 +79,8 @@ pub enum ClientCommand {
     Unpause(PauseArgs),
     /// Update configuration of one or more containers
     Update(UpdateArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(PortArgs),
     /// Manage volumes
     #[command(subcommand)]
     Volume(VolumeCommand),
@@ -120,6 +122,7 @@ pub fn run(host: &str, cmd: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Pause(a) => ops::pause(&c, a, "pause"),
         ClientCommand::Unpause(a) => ops::pause(&c, a, "unpause"),
         ClientCommand::Update(a) => ops::update(&c, a),
+        ClientCommand::Port(a) => ops::port(&c, a),
         ClientCommand::Volume(cmd) => volumes::run(&c, cmd),
         ClientCommand::Files(cmd) => crate::cp::run(&c, cmd),
     }

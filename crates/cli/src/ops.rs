@@ -1,5 +1,5 @@
-//! `berth top`, `stats`, `rename`, `pause`, `unpause` and `update`: docker's commands of the
-//! same names. `top` shows the daemon's columns, which include HOST-UID (the uid as the
+//! `berth top`, `stats`, `rename`, `pause`, `unpause`, `update` and `port`: docker's
+//! commands of the same names. `top` shows the daemon's columns, which include HOST-UID (the uid as the
 //! host sees it) next to UID (as the container sees it).
 
 use std::io::{BufRead, BufReader, Write};
@@ -39,6 +39,13 @@ pub struct RenameArgs {
 pub struct PauseArgs {
     #[arg(required = true)]
     containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PortArgs {
+    container: String,
+    /// PRIVATE_PORT[/PROTO] (tcp when no protocol is given)
+    port: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -276,6 +283,113 @@ fn bytes_size(bytes: f64) -> String {
     format!("{}{}", crate::format::significant(v, 4), units[i])
 }
 
+/// `berth port CTR [PORT[/PROTO]]`: the host addresses the container's ports are published
+/// on, read from `NetworkSettings.Ports` of inspect, with docker's output and errors.
+pub fn port(c: &Client, a: PortArgs) -> anyhow::Result<ExitCode> {
+    let v = c.get_json(&format!("/containers/{}/json", enc_path(&a.container)))?;
+    let empty = Map::new();
+    let ports = v["NetworkSettings"]["Ports"].as_object().unwrap_or(&empty);
+    match port_lines(ports, &a.container, a.port.as_deref()) {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(msg) => {
+            eprintln!("{msg}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// What `port` prints: with `port`, that port's host addresses (an error if it has none);
+/// without, `PORT/PROTO -> HOST:PORT` for every binding. Sorted as docker sorts them.
+fn port_lines(
+    ports: &Map<String, Value>,
+    container: &str,
+    port: Option<&str>,
+) -> Result<Vec<String>, String> {
+    let addr = |b: &Value| {
+        let ip = b["HostIp"].as_str().unwrap_or("");
+        let port = b["HostPort"].as_str().unwrap_or("");
+        // Go's net.JoinHostPort: an IPv6 address goes in brackets.
+        if ip.contains(':') {
+            format!("[{ip}]:{port}")
+        } else {
+            format!("{ip}:{port}")
+        }
+    };
+    let mut out = Vec::new();
+    match port {
+        Some(spec) => {
+            let (number, proto) = spec.split_once('/').unwrap_or((spec, ""));
+            let proto = if proto.is_empty() { "tcp" } else { proto };
+            if number.parse::<u16>().is_err() {
+                // docker's words (its Go parser's).
+                let why = if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) {
+                    "value out of range"
+                } else {
+                    "invalid syntax"
+                };
+                return Err(format!(
+                    "Error: invalid port ({number}): strconv.ParseUint: parsing {number:?}: {why}"
+                ));
+            }
+            let bindings = ports
+                .get(&format!("{number}/{proto}"))
+                .and_then(Value::as_array)
+                .ok_or_else(|| {
+                    format!("Error: No public port '{spec}' published for {container}")
+                })?;
+            out.extend(bindings.iter().map(addr));
+        }
+        None => {
+            for (from, bindings) in ports {
+                for b in bindings.as_array().into_iter().flatten() {
+                    out.push(format!("{from} -> {}", addr(b)));
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| natural_cmp(a, b));
+    Ok(out)
+}
+
+/// Natural order (docker's sortorder.NaturalLess): runs of digits compare as numbers.
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, _) => return std::cmp::Ordering::Less,
+            (_, None) => return std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let digits = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (na, nb) = (digits(a), digits(b));
+                let trim = |s: &[u8]| {
+                    let z = s.iter().take_while(|c| **c == b'0').count();
+                    s[z.min(s.len().saturating_sub(1))..].to_vec()
+                };
+                let (da, db) = (trim(&a[..na]), trim(&b[..nb]));
+                let ord = da.len().cmp(&db.len()).then_with(|| da.cmp(&db));
+                if ord != std::cmp::Ordering::Equal {
+                    return ord;
+                }
+                a = &a[na..];
+                b = &b[nb..];
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(y);
+                }
+                a = &a[1..];
+                b = &b[1..];
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,5 +426,48 @@ mod tests {
             a.body().unwrap(),
             json!({"Memory": 64 << 20, "MemorySwap": -1, "NanoCpus": 500_000_000, "PidsLimit": 10})
         );
+    }
+
+    fn ports(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn unpublished_ports_give_docker_errors() {
+        let p = ports(json!({"80/tcp": null}));
+        assert_eq!(port_lines(&p, "web", None).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            port_lines(&p, "web", Some("80/tcp")).unwrap_err(),
+            "Error: No public port '80/tcp' published for web"
+        );
+        assert_eq!(
+            port_lines(&p, "web", Some("80")).unwrap_err(),
+            "Error: No public port '80' published for web"
+        );
+        let e = port_lines(&p, "web", Some("http")).unwrap_err();
+        assert!(e.starts_with("Error: invalid port (http): "), "{e}");
+        let e = port_lines(&p, "web", Some("70000/udp")).unwrap_err();
+        assert!(e.contains("value out of range"), "{e}");
+    }
+
+    #[test]
+    fn published_ports_print_as_docker_prints_them() {
+        let p = ports(json!({
+            "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}, {"HostIp": "::", "HostPort": "8080"}],
+            "9/udp": [{"HostIp": "127.0.0.1", "HostPort": "9"}],
+        }));
+        assert_eq!(
+            port_lines(&p, "web", None).unwrap(),
+            [
+                "9/udp -> 127.0.0.1:9",
+                "80/tcp -> 0.0.0.0:8080",
+                "80/tcp -> [::]:8080"
+            ]
+        );
+        assert_eq!(
+            port_lines(&p, "web", Some("80")).unwrap(),
+            ["0.0.0.0:8080", "[::]:8080"]
+        );
+        assert!(natural_cmp("9/udp", "80/tcp").is_lt());
     }
 }

@@ -258,3 +258,114 @@ fn berth_client_top_stats_rename_pause_update() {
     assert_eq!(limit.trim(), (32u64 << 20).to_string());
     ok(&["rm", "-f", "c2"]);
 }
+
+/// `berth ARGS` against `d`: its output.
+fn berth(d: &Daemon, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("-H")
+        .arg(format!("unix://{}", d.sock.display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// `docker port` and `berth port` on containers with and without exposed ports: berth
+/// publishes none, so Docker's view of a container whose ports are exposed but not
+/// published: `{"80/tcp": null}` while it runs on a network of its own, `{}` otherwise.
+#[test]
+fn port_shows_exposed_but_unpublished_ports() {
+    let d = Daemon::start(None, None);
+    d.import_busybox();
+    let tar = berth_testkit::busybox_tar();
+    d.ok(&[
+        "import",
+        "--change",
+        "EXPOSE 80 53/udp",
+        tar.to_str().unwrap(),
+        "web",
+    ]);
+    d.ok(&["run", "-d", "--name", "web", "web", "sleep", "1000"]);
+    d.ok(&["run", "-d", "--name", "plain", "busybox", "sleep", "1000"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "nonet",
+        "--network",
+        "none",
+        "web",
+        "sleep",
+        "1000",
+    ]);
+    let ports = |name: &str| {
+        d.ok(&["inspect", "-f", "{{json .NetworkSettings.Ports}}", name])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(ports("web"), r#"{"53/udp":null,"80/tcp":null}"#);
+    assert_eq!(ports("plain"), "{}");
+    assert_eq!(ports("nonet"), "{}");
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{json .Config.ExposedPorts}}", "web"])
+            .trim(),
+        r#"{"53/udp":{},"80/tcp":{}}"#
+    );
+    let ps = d.ok(&["ps", "--format", "{{.Names}} {{.Ports}}"]);
+    assert!(ps.lines().any(|l| l == "web 53/udp, 80/tcp"), "{ps}");
+    assert!(ps.lines().any(|l| l == "plain "), "{ps}");
+
+    for client in ["docker", "berth"] {
+        let run = |args: &[&str]| {
+            if client == "docker" {
+                d.docker(args)
+            } else {
+                berth(&d, args)
+            }
+        };
+        for name in ["web", "plain"] {
+            let o = run(&["port", name]);
+            assert!(o.status.success(), "{client} {name}: {}", stderr(&o));
+            assert_eq!(String::from_utf8_lossy(&o.stdout), "", "{client}");
+            for spec in ["80/tcp", "80", "53/udp"] {
+                let o = run(&["port", name, spec]);
+                assert_eq!(o.status.code(), Some(1), "{client} {name} {spec}");
+                assert_eq!(
+                    stderr(&o).trim(),
+                    format!("Error: No public port '{spec}' published for {name}"),
+                    "{client}"
+                );
+            }
+        }
+        for (spec, why) in [
+            ("http", "invalid syntax"),
+            ("70000/udp", "value out of range"),
+        ] {
+            let o = run(&["port", "web", spec]);
+            assert_eq!(o.status.code(), Some(1), "{client} {spec}");
+            let number = spec.split('/').next().unwrap();
+            assert_eq!(
+                stderr(&o).trim(),
+                format!(
+                    "Error: invalid port ({number}): strconv.ParseUint: parsing \"{number}\": {why}"
+                ),
+                "{client}"
+            );
+        }
+        let o = run(&["port", "nosuch"]);
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains("No such container: nosuch"), "{client}");
+    }
+
+    // A stopped container has no network: nothing listed, as Docker's releaseNetwork.
+    d.ok(&["stop", "-t", "0", "web"]);
+    assert_eq!(ports("web"), "{}");
+    assert!(d
+        .ok(&["ps", "-a", "--format", "{{.Names}} {{.Ports}}"])
+        .lines()
+        .any(|l| l == "web "));
+    // Publishing stays refused: berth has no bridge to publish from.
+    let o = d.docker(&["run", "--rm", "-p", "8080:80", "busybox", "true"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("publishing ports"), "{}", stderr(&o));
+}

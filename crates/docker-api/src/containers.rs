@@ -119,7 +119,7 @@ pub async fn list(ctx: Ctx) -> ApiResult<Response<Body>> {
                 "ImageID": rec.image_id,
                 "Command": command_line(rec),
                 "Created": timefmt::unix_seconds(&rec.created),
-                "Ports": [],
+                "Ports": list_ports(&ctx.api.engine.network_ports(rec)),
                 "Labels": rec.config.labels,
                 "State": rec.state.status.as_str(),
                 "Status": status_text(rec),
@@ -130,6 +130,22 @@ pub async fn list(ctx: Ctx) -> ApiResult<Response<Body>> {
         })
         .collect();
     Ok(json_response(StatusCode::OK, &Value::Array(out)))
+}
+
+/// `ps`'s Ports: `{"PrivatePort": 80, "Type": "tcp"}` for each unpublished port.
+fn list_ports(ports: &[String]) -> Value {
+    ports
+        .iter()
+        .filter_map(|p| {
+            let (port, proto) = p.split_once('/')?;
+            Some(json!({"PrivatePort": port.parse::<u16>().ok()?, "Type": proto}))
+        })
+        .collect()
+}
+
+/// A JSON object with `ports` as keys, each with `value` (Docker's port maps and sets).
+fn port_map(ports: &[String], value: Value) -> Value {
+    Value::Object(ports.iter().map(|p| (p.clone(), value.clone())).collect())
 }
 
 fn inspect_json(view: &ContainerView) -> Value {
@@ -177,10 +193,13 @@ fn inspect_json(view: &ContainerView) -> Value {
             "Bridge": "",
             "SandboxID": "",
             "SandboxKey": "",
-            "Ports": {},
+            "Ports": port_map(&view.network_ports, Value::Null),
             "Networks": {},
         },
     });
+    if !view.exposed_ports.is_empty() {
+        v["Config"]["ExposedPorts"] = port_map(&view.exposed_ports, json!({}));
+    }
     // Logs are always kept in Docker's json-file format; clients (docker-py's run) read this.
     v["HostConfig"]["LogConfig"] = json!({"Type": "json-file", "Config": {}});
     if rec.host_config.network_mode.is_empty() {

@@ -90,6 +90,10 @@ pub struct ContainerView {
     pub hosts_path: PathBuf,
     pub resolv_conf_path: PathBuf,
     pub rootfs: PathBuf,
+    /// `Config.ExposedPorts`: see [`Engine::exposed_ports`].
+    pub exposed_ports: Vec<String>,
+    /// `NetworkSettings.Ports`: see [`Engine::network_ports`].
+    pub network_ports: Vec<String>,
 }
 
 /// Facts for `docker info`.
@@ -1250,8 +1254,51 @@ impl Engine {
             hosts_path: entry.paths.hosts(),
             resolv_conf_path: entry.paths.resolv_conf(),
             rootfs,
+            exposed_ports: self.exposed_ports(&rec),
+            network_ports: self.network_ports(&rec),
             record: rec,
         })
+    }
+
+    /// The container's exposed ports (`80/tcp`, `53/udp`), sorted: its image's EXPOSE.
+    /// (`--expose` on the command line is not kept: the record has no place for it yet.)
+    pub fn exposed_ports(&self, rec: &ContainerRecord) -> Vec<String> {
+        // An image removed with `rmi -f` leaves the container without one: nothing exposed.
+        let Ok(image) = self.inner.images.resolve(&rec.image_id) else {
+            return Vec::new();
+        };
+        let mut ports: Vec<String> = image
+            .config
+            .exposed_ports
+            .iter()
+            .map(|p| {
+                if p.contains('/') {
+                    p.to_ascii_lowercase()
+                } else {
+                    format!("{p}/tcp")
+                }
+            })
+            .collect();
+        ports.sort();
+        ports.dedup();
+        ports
+    }
+
+    /// The ports Docker lists under `NetworkSettings.Ports` (and `ps` under PORTS): while
+    /// the container runs in a network namespace of its own, each exposed port, with no
+    /// host binding since berth publishes none (Docker's `{"80/tcp": null}`). None with
+    /// `--network=host` or `none`, or when it is not running (moby's releaseNetwork clears
+    /// them).
+    pub fn network_ports(&self, rec: &ContainerRecord) -> Vec<String> {
+        let own_network = matches!(
+            rec.host_config.network_mode.as_str(),
+            "" | "default" | "bridge"
+        );
+        if own_network && rec.is_running() {
+            self.exposed_ports(rec)
+        } else {
+            Vec::new()
+        }
     }
 
     /// Containers, newest first, filtered as `docker ps` does.
