@@ -338,6 +338,9 @@ impl Engine {
             let policy = &rec.host_config.restart_policy;
             let again =
                 restart::on_daemon_start(policy, s.exit_code, s.manually_stopped, s.restart_count);
+            if !again && s.status == Status::Exited {
+                continue;
+            }
             let res = entry.update(|r| {
                 r.state.status = if again {
                     Status::Restarting
@@ -375,6 +378,12 @@ impl Engine {
             None => None,
         };
         let cancels = restart::signal_cancels(sig, stop_signal);
+        if !matches!(
+            rec.state.status,
+            Status::Running | Status::Paused | Status::Restarting
+        ) {
+            return Ok(false);
+        }
         entry.update(|r| {
             let waiting = r.state.status == Status::Restarting;
             if !(waiting || r.is_running()) {
