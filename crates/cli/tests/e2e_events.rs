@@ -259,8 +259,13 @@ fn image_events_import_tag_push_untag_pull_save_delete_load() {
     let remote = format!("{}/evbox:1", reg.addr);
     let repo = format!("{}/evbox", reg.addr);
     let t0 = now();
-    let tar = tar.to_str().unwrap();
-    d.ok(&["import", "-c", "LABEL tier=front", tar, "evbox"]);
+    d.ok(&[
+        "import",
+        "-c",
+        "LABEL tier=front",
+        tar.to_str().unwrap(),
+        "evbox",
+    ]);
     let id = d.ok(&["inspect", "-f", "{{.Id}}", "evbox"]);
     let id = id.trim();
     d.ok(&["tag", "evbox", &remote]);
