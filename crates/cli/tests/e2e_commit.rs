@@ -457,5 +457,9 @@ fn bad_references_and_changes_write_nothing() {
     let o = d.docker(&["commit", "bad", "Not:Valid:ref"]);
     assert!(!o.status.success());
     assert_eq!(images(), before, "no image was added");
+    // As Docker, a forced rmi of a container's image only untags it: commit still works.
+    d.ok(&["rmi", "-f", "busybox", "alpine"]);
+    d.ok(&["commit", "bad", "after-rmi:1"]);
+    assert_eq!(d.ok(&["run", "--rm", "after-rmi:1", "ls", "/x"]), "/x\n");
     d.ok(&["rm", "-f", "bad"]);
 }

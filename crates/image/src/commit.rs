@@ -16,6 +16,7 @@ use std::io::{Read, Seek, SeekFrom};
 use oci_spec::image::{Config, HistoryBuilder};
 
 use crate::changes;
+use crate::digest::Digest;
 use crate::error::{ImageError, Result};
 use crate::manifest;
 use crate::media;
@@ -234,6 +235,16 @@ impl ImageStore {
     }
 }
 
+impl ImageStore {
+    /// The image `image` was committed on top of (Docker's `Parent`, which `inspect` shows),
+    /// read from the config blob's `parent`; None for an image not made by commit.
+    pub fn parent_of(&self, image: &Image) -> Option<Digest> {
+        let raw = self.content.read(&image.id).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+        v.get("parent")?.as_str()?.parse().ok()
+    }
+}
+
 /// The config blob: the OCI configuration plus Docker's `container`, `container_config`
 /// and `parent`, which the OCI type has no place for.
 fn config_json(
@@ -396,6 +407,8 @@ mod tests {
         assert_eq!(raw["container"], "abc");
         assert_eq!(raw["container_config"]["Cmd"][0], "sh");
         assert_eq!(raw["parent"], parent.id.to_string());
+        assert_eq!(store.parent_of(&img), Some(parent.id.clone()));
+        assert_eq!(store.parent_of(&parent), None);
         assert_eq!(store.resolve("committed:1").unwrap().id, img.id, "tagged");
     }
 
