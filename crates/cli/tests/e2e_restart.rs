@@ -280,6 +280,14 @@ fn kill_signals_and_restart_policies() {
         state(&d, "al")
     );
     stays_exited(&d, "al", 137);
+    let o = d.docker(&["kill", "al"]);
+    assert_eq!(
+        stderr(&o).trim(),
+        format!(
+            "Error response from daemon: cannot kill container: al: Container {} is not running",
+            d.id("al")
+        )
+    );
 
     // Without a stop signal every signal cancels.
     run_usr1_exits(&d, "nosig", "always", None);

@@ -245,7 +245,13 @@ pub async fn restart(ctx: Ctx, id: &str) -> ApiResult<Response<Body>> {
 }
 
 pub async fn kill(ctx: Ctx, id: &str) -> ApiResult<Response<Body>> {
-    ctx.api.engine.kill(id, ctx.query.get("signal")).await?;
+    let res = ctx.api.engine.kill(id, ctx.query.get("signal")).await;
+    // moby's router wraps every kill error so (postContainersKill).
+    res.map_err(|e| {
+        let mut err = ApiError::from(e);
+        err.message = format!("cannot kill container: {id}: {}", err.message);
+        err
+    })?;
     Ok(status_only(StatusCode::NO_CONTENT))
 }
 
