@@ -360,6 +360,12 @@ fn rm_of_restarting_and_paused_containers() {
     assert_eq!(d.ok(&["ps", "-aq"]), "");
     assert!(!d.dir.join("data/containers").join(&id).exists());
     assert!(!d.dir.join("exec/containers").join(&id).exists());
+    let daemon_pid = d.child.as_ref().unwrap().id() as i32;
+    let monitors: Vec<i32> = pids_mentioning(&d.dir.join("exec"))
+        .into_iter()
+        .filter(|p| *p != daemon_pid)
+        .collect();
+    assert!(monitors.is_empty(), "monitors left: {monitors:?}");
 
     d.ok(&["run", "-d", "--name", "frozen", "busybox", "sleep", "1000"]);
     d.ok(&["pause", "frozen"]);
