@@ -1,5 +1,6 @@
-//! Dockerfile instructions applied to an imported image's config, as `docker import -c`
-//! takes them: CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE, VOLUME, STOPSIGNAL.
+//! Dockerfile instructions applied to an image's config, as `docker import -c` and
+//! `docker commit -c` take them: CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE, VOLUME,
+//! STOPSIGNAL.
 
 use std::collections::HashMap;
 
@@ -9,12 +10,14 @@ use crate::error::{ImageError, Result};
 
 const SUPPORTED: &str = "CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE, VOLUME, STOPSIGNAL";
 
-/// Applies each change, in order, to `config`. As a Dockerfile's ENTRYPOINT, an ENTRYPOINT
-/// change clears the command unless a CMD change came before it.
+/// Applies each change, in order, to `config`. As Docker, a change may hold several
+/// instruction lines (a backslash at the end of a line continues it; empty lines and `#`
+/// comments are skipped). As a Dockerfile's ENTRYPOINT, an ENTRYPOINT change clears the
+/// command unless a CMD change came before it.
 pub fn apply(config: &mut Config, changes: &[String]) -> Result<()> {
     let mut cmd_set = false;
-    for c in changes {
-        match apply_one(config, c)? {
+    for c in changes.iter().flat_map(|c| instructions(c)) {
+        match apply_one(config, &c)? {
             Applied::Cmd => cmd_set = true,
             Applied::Entrypoint if !cmd_set => {
                 config.set_cmd(None);
@@ -23,6 +26,32 @@ pub fn apply(config: &mut Config, changes: &[String]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The instructions of one change: its lines, continuations joined.
+fn instructions(change: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in change.lines() {
+        let t = line.trim();
+        if cur.is_empty() && (t.is_empty() || t.starts_with('#')) {
+            continue;
+        }
+        match t.strip_suffix('\\') {
+            Some(head) => {
+                cur.push_str(head);
+                cur.push(' ');
+            }
+            None => {
+                cur.push_str(t);
+                out.push(std::mem::take(&mut cur));
+            }
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 /// Which instruction a change was, where it matters to the ones after it.
@@ -268,6 +297,17 @@ mod tests {
         assert_eq!(c.exposed_ports().as_deref().unwrap(), ["80/tcp", "53/udp"]);
         assert_eq!(c.volumes().as_deref().unwrap(), ["/data", "/logs", "/more"]);
         assert_eq!(c.stop_signal().as_deref(), Some("SIGINT"));
+    }
+
+    #[test]
+    fn one_change_may_hold_several_lines() {
+        let c = cfg(&[
+            "ENV A=1\n\n# a comment\nCMD [\"/bin/sh\", \\\n  \"-c\", \"true\"]\nUSER daemon",
+        ])
+        .unwrap();
+        assert_eq!(c.env().as_deref().unwrap(), ["A=1"]);
+        assert_eq!(c.cmd().as_deref().unwrap(), ["/bin/sh", "-c", "true"]);
+        assert_eq!(c.user().as_deref(), Some("daemon"));
     }
 
     #[test]
