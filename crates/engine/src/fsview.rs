@@ -122,7 +122,7 @@ fn enter(spec: &ViewSpec) -> Result<View> {
         MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
     )
     .map_err(sys("make the mounts private to view", &spec.rootfs))?;
-    let root = clone_tree(&spec.rootfs, false)?;
+    let root = clone_tree(&spec.rootfs, false).map_err(sys("clone the mount", &spec.rootfs))?;
     rmount::move_mount(
         root.as_fd(),
         "",
@@ -143,17 +143,25 @@ fn enter(spec: &ViewSpec) -> Result<View> {
 }
 
 /// A detached copy of the mount tree at `path` (with its submounts when `recursive`).
-fn clone_tree(path: &Path, recursive: bool) -> Result<OwnedFd> {
+fn clone_tree(path: &Path, recursive: bool) -> rustix::io::Result<OwnedFd> {
     let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
     if recursive {
         flags |= OpenTreeFlags::AT_RECURSIVE;
     }
-    rmount::open_tree(rfs::CWD, path, flags).map_err(sys("clone the mount", path))
+    rmount::open_tree(rfs::CWD, path, flags)
 }
 
 fn attach(root: BorrowedFd<'_>, m: &ViewMount, owner: (u32, u32)) -> Result<()> {
-    // A bind of `-v` is recursive (`rbind`), as in the container.
-    let tree = clone_tree(&m.source, true)?;
+    // A bind of `-v` is recursive (`rbind`), as in the container. A source removed since
+    // the container was made is the container's state, not the request's fault: 409.
+    let tree = clone_tree(&m.source, true).map_err(|e| match e {
+        Errno::NOENT => EngineError::Conflict(format!(
+            "the source {} of the mount on {} is gone: recreate it, or the container",
+            m.source.display(),
+            m.destination
+        )),
+        e => EngineError::io("clone the mount", &m.source, e.into()),
+    })?;
     let st = rfs::fstat(&tree).map_err(sys("stat", &m.source))?;
     let file = FileType::from_raw_mode(st.st_mode) != FileType::Directory;
     let target = resolve_target(root, &m.destination, file, owner)?;
@@ -596,7 +604,13 @@ mod tests {
             owner: (0, 0),
         };
         let err = run(&spec, |_| Ok::<_, EngineError>(())).unwrap_err();
-        assert!(err.to_string().contains("gone"), "{err}");
+        assert!(
+            err.to_string().contains(&format!(
+                "{} of the mount on /x is gone",
+                spec.mounts[0].source.display()
+            )),
+            "{err}"
+        );
         assert_eq!(mounted_under(tmp.path()), Vec::<String>::new());
     }
 
