@@ -65,6 +65,12 @@ pub struct ContainerOpts {
     /// Security Options
     #[arg(long = "security-opt")]
     pub security_opt: Vec<String>,
+    /// Add a host device to the container (HOST[:CONTAINER][:PERMISSIONS])
+    #[arg(long = "device")]
+    pub devices: Vec<String>,
+    /// Add a rule to the cgroup allowed devices list ('c 1:3 rwm')
+    #[arg(long = "device-cgroup-rule")]
+    pub device_cgroup_rules: Vec<String>,
     /// Mount the container's root filesystem as read only
     #[arg(long = "read-only")]
     pub read_only: bool,
@@ -211,6 +217,8 @@ impl ContainerOpts {
             "SecurityOpt": self.security_opt,
             "ReadonlyRootfs": self.read_only,
             "Ulimits": ulimits,
+            "Devices": self.devices.iter().map(|d| parse_device(d)).collect::<Vec<_>>(),
+            "DeviceCgroupRules": self.device_cgroup_rules,
         });
         let h = host.as_object_mut().expect("object");
         if let Some(u) = &self.userns {
@@ -458,6 +466,20 @@ fn parse_mount(m: &str, cwd: &Path) -> anyhow::Result<Value> {
     Ok(Value::Object(out))
 }
 
+/// `--device HOST[:CONTAINER][:PERMISSIONS]` as the docker CLI reads it: a second field
+/// made only of r, w and m is the permissions.
+fn parse_device(spec: &str) -> Value {
+    let is_perms = |p: &str| !p.is_empty() && p.chars().all(|c| matches!(c, 'r' | 'w' | 'm'));
+    let parts: Vec<&str> = spec.splitn(3, ':').collect();
+    let (host, inside, perms) = match parts[..] {
+        [h, d, p] => (h, d, p),
+        [h, p] if is_perms(p) => (h, h, p),
+        [h, d] => (h, d, "rwm"),
+        _ => (spec, spec, "rwm"),
+    };
+    json!({"PathOnHost": host, "PathInContainer": inside, "CgroupPermissions": perms})
+}
+
 /// `nofile=1024:2048` or `nofile=1024` → `{"Name","Soft","Hard"}`.
 fn parse_ulimit(u: &str) -> anyhow::Result<Value> {
     let bad = || anyhow::anyhow!("invalid ulimit {u:?}: expected NAME=SOFT[:HARD]");
@@ -515,6 +537,19 @@ mod tests {
         let t = T::try_parse_from([&["run"], args].concat())?;
         let env = |k: &str| (k == "HOME").then(|| "/root".to_string());
         t.o.to_create_body(t.detach, &env, Path::new("/here"), Some((24, 80)))
+    }
+
+    #[test]
+    fn devices_as_the_docker_cli_reads_them() {
+        let d = |s| parse_device(s);
+        assert_eq!(
+            d("/dev/fuse"),
+            json!({"PathOnHost": "/dev/fuse", "PathInContainer": "/dev/fuse", "CgroupPermissions": "rwm"})
+        );
+        assert_eq!(d("/dev/fuse:r")["PathInContainer"], "/dev/fuse");
+        assert_eq!(d("/dev/fuse:r")["CgroupPermissions"], "r");
+        assert_eq!(d("/dev/fuse:/dev/f")["PathInContainer"], "/dev/f");
+        assert_eq!(d("/dev/fuse:/dev/f:rw")["CgroupPermissions"], "rw");
     }
 
     #[test]

@@ -100,6 +100,20 @@ fn device_and_device_cgroup_rule_open_what_they_name() {
         "{}",
         stderr(&o)
     );
+    // The same through berth's own CLI.
+    let out = d.berth_ok(&[
+        "run",
+        "--rm",
+        "--device",
+        "/dev/net/tun:/dev/mytun:r",
+        "--device-cgroup-rule",
+        "c 1:11 r",
+        "busybox",
+        "sh",
+        "-c",
+        "(true < /dev/mytun) && echo READ_OK; (true > /dev/mytun) 2>/dev/null || echo WRITE_DENIED",
+    ]);
+    assert_eq!(out, "READ_OK\nWRITE_DENIED\n");
     let id = d.ok(&["create", "--device", "/dev/net/tun", "busybox", "true"]);
     let inspect = d.ok(&["inspect", "-f", "{{json .HostConfig.Devices}}", id.trim()]);
     assert!(
