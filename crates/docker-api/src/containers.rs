@@ -148,7 +148,8 @@ fn port_map(ports: &[String], value: Value) -> Value {
     Value::Object(ports.iter().map(|p| (p.clone(), value.clone())).collect())
 }
 
-fn inspect_json(view: &ContainerView) -> Value {
+/// The `inspect` answer; `exposed` and `network` are the engine's exposed and network ports.
+fn inspect_json(view: &ContainerView, exposed: &[String], network: &[String]) -> Value {
     let rec = &view.record;
     let st = &rec.state;
     let mut v = json!({
@@ -193,12 +194,12 @@ fn inspect_json(view: &ContainerView) -> Value {
             "Bridge": "",
             "SandboxID": "",
             "SandboxKey": "",
-            "Ports": port_map(&view.network_ports, Value::Null),
+            "Ports": port_map(network, Value::Null),
             "Networks": {},
         },
     });
-    if !view.exposed_ports.is_empty() {
-        v["Config"]["ExposedPorts"] = port_map(&view.exposed_ports, json!({}));
+    if !exposed.is_empty() {
+        v["Config"]["ExposedPorts"] = port_map(exposed, json!({}));
     }
     // Logs are always kept in Docker's json-file format; clients (docker-py's run) read this.
     v["HostConfig"]["LogConfig"] = json!({"Type": "json-file", "Config": {}});
@@ -219,8 +220,12 @@ fn inspect_json(view: &ContainerView) -> Value {
 }
 
 pub async fn inspect(ctx: Ctx, id: &str) -> ApiResult<Response<Body>> {
-    let view = ctx.api.engine.inspect(id)?;
-    Ok(json_response(StatusCode::OK, &inspect_json(&view)))
+    let engine = &ctx.api.engine;
+    let view = engine.inspect(id)?;
+    let exposed = engine.exposed_ports(&view.record);
+    let network = engine.network_ports(&view.record);
+    let v = inspect_json(&view, &exposed, &network);
+    Ok(json_response(StatusCode::OK, &v))
 }
 
 pub async fn start(ctx: Ctx, id: &str) -> ApiResult<Response<Body>> {

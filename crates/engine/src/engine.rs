@@ -90,10 +90,6 @@ pub struct ContainerView {
     pub hosts_path: PathBuf,
     pub resolv_conf_path: PathBuf,
     pub rootfs: PathBuf,
-    /// `Config.ExposedPorts`: see [`Engine::exposed_ports`].
-    pub exposed_ports: Vec<String>,
-    /// `NetworkSettings.Ports`: see [`Engine::network_ports`].
-    pub network_ports: Vec<String>,
 }
 
 /// Facts for `docker info`.
@@ -1263,14 +1259,14 @@ impl Engine {
             hosts_path: entry.paths.hosts(),
             resolv_conf_path: entry.paths.resolv_conf(),
             rootfs,
-            exposed_ports: self.exposed_ports(&rec),
-            network_ports: self.network_ports(&rec),
             record: rec,
         })
     }
 
-    /// The container's exposed ports (`80/tcp`, `53/udp`), sorted: its image's EXPOSE.
-    /// (`--expose` on the command line is not kept: the record has no place for it yet.)
+    /// The container's exposed ports (`80/tcp`, `53/udp`), sorted: Docker's
+    /// `Config.ExposedPorts`, here its image's EXPOSE (`--expose` on the command line is
+    /// not kept: the record has no place for it yet). Reads the image's config: kept out
+    /// of [`Engine::inspect`], which the run path calls.
     pub fn exposed_ports(&self, rec: &ContainerRecord) -> Vec<String> {
         // An image removed with `rmi -f` leaves the container without one: nothing exposed.
         let Ok(image) = self.inner.images.resolve(&rec.image_id) else {
