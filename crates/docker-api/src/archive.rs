@@ -5,10 +5,10 @@
 use std::io::Read as _;
 
 use base64::Engine as _;
-use berth_engine::archive::{PathStat, PutError};
+use berth_engine::archive::PathStat;
 use bytes::Bytes;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::{Response, StatusCode};
+use hyper::Response;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::body::{empty, fallible_channel, Body, BodyReader, BodyWriter};
@@ -108,17 +108,8 @@ pub async fn put(ctx: Ctx, id: &str) -> ApiResult<Response<Body>> {
         res
     })
     .await
-    .map_err(join_error)?
-    .map_err(put_error)?;
+    .map_err(join_error)??;
     Ok(Response::new(empty()))
-}
-
-/// A write into a read-only volume or root is 403, as the API reference says.
-fn put_error(e: PutError) -> ApiError {
-    match e {
-        PutError::ReadOnly(m) => ApiError::new(StatusCode::FORBIDDEN, m),
-        PutError::Engine(e) => e.into(),
-    }
 }
 
 /// `GET /containers/{id}/export`.

@@ -38,6 +38,8 @@ impl From<EngineError> for ApiError {
             EngineError::NotFound(_) => StatusCode::NOT_FOUND,
             EngineError::Conflict(_) => StatusCode::CONFLICT,
             EngineError::InvalidParameter(_) => StatusCode::BAD_REQUEST,
+            // A write into a read-only volume or root, as the API reference says.
+            EngineError::Forbidden(_) => StatusCode::FORBIDDEN,
             EngineError::NotModified(_) => StatusCode::NOT_MODIFIED,
             EngineError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             EngineError::Io { .. } | EngineError::System(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -29,17 +29,6 @@ use crate::fsview::{self, ReadOnlyPlace, View, ViewMount, ViewSpec};
 use crate::store::Paths;
 use crate::tarwalk::TarWalk;
 
-/// Why `PUT /containers/{id}/archive` failed.
-#[derive(Debug, thiserror::Error)]
-pub enum PutError {
-    /// The destination is on a read-only volume or bind mount, or on the root file system
-    /// of a `--read-only` container (Docker answers 403).
-    #[error("{0}")]
-    ReadOnly(String),
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-}
-
 /// `X-Docker-Container-Path-Stat`: what a path in a container is.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PathStat {
@@ -308,7 +297,7 @@ impl Engine {
         path: &str,
         input: impl Read + Send,
         copy_uid_gid: bool,
-    ) -> Result<(), PutError> {
+    ) -> Result<()> {
         self.with_view(name_or_id, |view, rec| {
             let dir = resolve(&view.root, path, true)?;
             let st = rfs::fstat(&dir).map_err(sys("stat", path))?;
@@ -316,21 +305,20 @@ impl Engine {
                 return Err(EngineError::InvalidParameter(format!(
                     "extraction point is not a directory: {path} in container {}",
                     rec.name
-                ))
-                .into());
+                )));
             }
             // Docker's words first: clients match them.
             match view.read_only(dir.as_fd())? {
                 None => {}
                 Some(ReadOnlyPlace::Mount) => {
-                    return Err(PutError::ReadOnly(format!(
+                    return Err(EngineError::Forbidden(format!(
                         "mounted volume is marked read-only: {path} in container {} is on a \
                          read-only mount; copy into a writable path or mount it read-write",
                         rec.name
                     )))
                 }
                 Some(ReadOnlyPlace::Rootfs) => {
-                    return Err(PutError::ReadOnly(format!(
+                    return Err(EngineError::Forbidden(format!(
                         "container rootfs is marked read-only: {path} in container {} is on \
                          its root file system (--read-only); copy into a writable volume",
                         rec.name

@@ -14,6 +14,10 @@ pub enum EngineError {
     /// The request itself is wrong (bad name, bad option, refused by policy).
     #[error("{0}")]
     InvalidParameter(String),
+    /// The request would write where the container says nothing may be written (a
+    /// read-only volume or root): Docker answers 403.
+    #[error("{0}")]
+    Forbidden(String),
     /// Nothing to do: already started, already stopped.
     #[error("{0}")]
     NotModified(String),

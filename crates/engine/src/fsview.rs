@@ -16,26 +16,16 @@
 //! tmpfs mounts are not part of the view: each start gets a fresh one (Docker does not show
 //! them to `cp` either).
 
-use std::collections::HashSet;
-use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use rustix::fs::{
-    self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, StatVfsMountFlags, StatxFlags,
-};
+use rustix::fs::{self as rfs, AtFlags, FileType, StatVfsMountFlags, StatxFlags};
 use rustix::io::Errno;
-use rustix::mount::{
-    self as rmount, MountFlags, MountPropagationFlags, MoveMountFlags, OpenTreeFlags,
-};
+use rustix::mount::{self as rmount, MountPropagationFlags, MoveMountFlags, OpenTreeFlags};
 use rustix::thread::UnshareFlags;
 
 use crate::error::{EngineError, Result};
 use crate::fsat::{proc_path, sys};
-
-/// How many dangling symlinks creating one mount target may follow (the kernel's limit).
-const MAX_LINKS: usize = 40;
 
 /// One mount of the view: the host path `source` on `destination` in the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +127,7 @@ fn enter(spec: &ViewSpec) -> Result<View> {
     }
     // Last: the mount targets above may have had to be created in it.
     if spec.read_only_rootfs {
-        remount_read_only(root.as_fd(), &spec.rootfs)?;
+        make_read_only(root.as_fd(), false, &spec.rootfs)?;
     }
     Ok(View { root, root_mount })
 }
@@ -180,111 +170,21 @@ fn attach(root: BorrowedFd<'_>, m: &ViewMount, owner: (u32, u32)) -> Result<()> 
         )
     })?;
     if m.read_only {
-        remount_tree_read_only(tree.as_fd(), Path::new(&m.destination))?;
+        make_read_only(tree.as_fd(), true, Path::new(&m.destination))?;
     }
     Ok(())
 }
 
-/// One line of `/proc/thread-self/mountinfo`: mount id, parent id, mount point.
-fn parse_mountinfo(text: &str) -> Vec<(u64, u64, PathBuf)> {
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.split(' ');
-            let id = f.next()?.parse().ok()?;
-            let parent = f.next()?.parse().ok()?;
-            let point = f.nth(2)?;
-            Some((id, parent, PathBuf::from(unescape_octal(point))))
-        })
-        .collect()
-}
-
-/// The kernel writes space, tab, newline and backslash in mountinfo paths as `\NNN`.
-fn unescape_octal(s: &str) -> OsString {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let oct = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match oct {
-            Some(d) if b[i] == b'\\' => {
-                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
-                i += 4;
-            }
-            _ => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    OsString::from(std::ffi::OsStr::from_bytes(&out))
-}
-
-/// Ids of the mounts below `top` (not itself), from a parsed mountinfo.
-fn descendants(mounts: &[(u64, u64, PathBuf)], top: u64) -> HashSet<u64> {
-    let mut below = HashSet::new();
-    // The kernel lists parents first, so one pass is the rule; loop for the exception.
-    loop {
-        let before = below.len();
-        for (id, parent, _) in mounts {
-            if (*parent == top || below.contains(parent)) && *id != top {
-                below.insert(*id);
-            }
-        }
-        if below.len() == before {
-            return below;
-        }
-    }
-}
-
-/// Makes the mount whose root `fd` is, and every mount below it, read-only: a read-only
-/// bind of a host tree with mounts in it (`-v /:/host:ro`) is read-only all through, as the
-/// runtime makes it (mount_setattr with AT_RECURSIVE, which rustix does not wrap).
-fn remount_tree_read_only(fd: BorrowedFd<'_>, what: &Path) -> Result<()> {
-    remount_read_only(fd, what)?;
-    let top = mount_id(fd)?;
-    let info_path = "/proc/thread-self/mountinfo";
-    let info =
-        std::fs::read_to_string(info_path).map_err(|e| EngineError::io("read", info_path, e))?;
-    let mounts = parse_mountinfo(&info);
-    let below = descendants(&mounts, top);
-    for (id, _, point) in mounts.iter().filter(|(id, _, _)| below.contains(id)) {
-        // By path, but checked: what is found there must be one of the mounts below (the
-        // topmost of a stack hides the others, which then need nothing).
-        let sub = rfs::open(point, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
-            .map_err(sys("open the submount", point))?;
-        let found = mount_id(sub.as_fd())?;
-        if !below.contains(&found) {
-            return Err(EngineError::System(format!(
-                "making {} read-only: mount {id} at {} was replaced while viewing",
-                what.display(),
-                point.display()
-            )));
-        }
-        remount_read_only(sub.as_fd(), point)?;
-    }
-    Ok(())
-}
-
-/// Makes the mount whose root `fd` is read-only (this mount only, not its submounts),
-/// keeping its other flags.
-fn remount_read_only(fd: BorrowedFd<'_>, what: &Path) -> Result<()> {
-    let vfs = rfs::fstatvfs(fd).map_err(sys("statvfs", what))?;
-    let mut flags = MountFlags::BIND | MountFlags::RDONLY;
-    for (st, ms) in [
-        (StatVfsMountFlags::NOSUID, MountFlags::NOSUID),
-        (StatVfsMountFlags::NODEV, MountFlags::NODEV),
-        (StatVfsMountFlags::NOEXEC, MountFlags::NOEXEC),
-        (StatVfsMountFlags::NOATIME, MountFlags::NOATIME),
-        (StatVfsMountFlags::NODIRATIME, MountFlags::NODIRATIME),
-        (StatVfsMountFlags::RELATIME, MountFlags::RELATIME),
-    ] {
-        if vfs.f_flag.contains(st) {
-            flags |= ms;
-        }
-    }
-    rmount::mount_remount(proc_path(fd), flags, "").map_err(sys("make read-only", what))
+/// Makes the mount `fd` refers to read-only, with every mount below it when `recursive`
+/// (a read-only bind of a host tree with mounts in it, `-v /:/host:ro`, is read-only all
+/// through, as the runtime makes it).
+fn make_read_only(fd: BorrowedFd<'_>, recursive: bool, what: &Path) -> Result<()> {
+    let attr = berth_runtime::SetAttr {
+        set: berth_runtime::MOUNT_ATTR_RDONLY,
+        ..Default::default()
+    };
+    berth_runtime::mount_setattr(fd, recursive, attr, None)
+        .map_err(|e| EngineError::io("make read-only", what, e.into()))
 }
 
 fn mount_id(fd: BorrowedFd<'_>) -> Result<u64> {
@@ -293,109 +193,23 @@ fn mount_id(fd: BorrowedFd<'_>) -> Result<u64> {
     Ok(st.stx_mnt_id)
 }
 
-/// `path`'s components with `.` and `..` applied lexically (`..` at the top stays there,
-/// as in the container's root).
-fn normalize(path: &Path) -> Vec<OsString> {
-    let mut out: Vec<OsString> = Vec::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(n) => out.push(n.to_owned()),
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    out
-}
-
-fn join(comps: &[OsString]) -> PathBuf {
-    let mut p = PathBuf::from("/");
-    p.extend(comps);
-    p
-}
-
-/// Opens (`O_PATH`) the mount target `dest` inside `root`, creating what is missing as the
-/// runtime does at start: directories, and the last component as an empty file when the
-/// source is a file; new entries are owned by `owner`. A dangling symlink on the way is
-/// followed inside the root: what it points to is created.
-pub(crate) fn resolve_target(
+/// Opens the mount target `dest` inside `root`, creating what is missing as the runtime
+/// does at start, owned by `owner` (the container's root on the host).
+fn resolve_target(
     root: BorrowedFd<'_>,
     dest: &str,
     file: bool,
     owner: (u32, u32),
 ) -> Result<OwnedFd> {
-    let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
-    let open = |p: &Path| rfs::openat2(root, p, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), how);
-    let mut comps = normalize(Path::new(dest));
-    'retry: for _ in 0..MAX_LINKS {
-        let full = join(&comps);
-        match open(&full) {
-            Ok(fd) => return Ok(fd),
-            Err(Errno::NOENT) => {}
-            Err(e) => return Err(EngineError::io("resolve mount target", dest, e.into())),
-        }
-        for i in 0..comps.len() {
-            let cur = join(&comps[..=i]);
-            match open(&cur) {
-                Ok(_) => continue,
-                Err(Errno::NOENT) => {}
-                Err(e) => return Err(EngineError::io("resolve mount target", &cur, e.into())),
-            }
-            let parent = open(&join(&comps[..i]))
-                .map_err(|e| EngineError::io("resolve mount target", &cur, e.into()))?;
-            let name = comps[i].as_os_str();
-            let last = i + 1 == comps.len();
-            let made = if last && file {
-                rfs::openat(
-                    &parent,
-                    name,
-                    OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::WRONLY
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o644),
-                )
-                .map(drop)
-            } else {
-                rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o755))
-            };
-            match made {
-                Ok(()) => rfs::chownat(
-                    &parent,
-                    name,
-                    Some(rfs::Uid::from_raw(owner.0)),
-                    Some(rfs::Gid::from_raw(owner.1)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(|e| EngineError::io("chown mount target", &cur, e.into()))?,
-                Err(Errno::EXIST) => {
-                    // A dangling symlink (or a racing creator): go where it points.
-                    if let Ok(target) = rfs::readlinkat(&parent, name, Vec::new()) {
-                        // An absolute target replaces the base; `..` applies in order.
-                        let mut next = join(&comps[..i]);
-                        next.push(std::ffi::OsStr::from_bytes(target.as_bytes()));
-                        next.extend(&comps[i + 1..]);
-                        comps = normalize(&next);
-                        continue 'retry;
-                    }
-                }
-                Err(e) => return Err(EngineError::io("create mount target", &cur, e.into())),
-            }
-        }
-        return open(&full).map_err(|e| EngineError::io("resolve mount target", dest, e.into()));
-    }
-    Err(EngineError::io(
-        "resolve mount target",
-        dest,
-        Errno::LOOP.into(),
-    ))
+    berth_runtime::resolve_in_root(root, Path::new(dest), file, Some(owner))
+        .map_err(|e| EngineError::System(format!("making the mount target {dest}: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    use rustix::mount::MountFlags;
     use std::os::unix::fs::MetadataExt;
 
     fn mounted_under(dir: &Path) -> Vec<String> {
@@ -612,32 +426,5 @@ mod tests {
             "{err}"
         );
         assert_eq!(mounted_under(tmp.path()), Vec::<String>::new());
-    }
-
-    #[test]
-    fn mountinfo_lines_and_their_descendants() {
-        let text = "21 1 0:20 / / rw - ext4 /dev/sda rw
-30 21 0:30 / /a\\040b rw - tmpfs x rw
-31 30 0:31 / /a\\040b/c rw - tmpfs x rw
-32 31 0:32 / /a\\040b/c/d rw - tmpfs x rw
-40 21 0:40 / /other rw - tmpfs x rw
-bogus line
-";
-        let m = parse_mountinfo(text);
-        assert_eq!(m.len(), 5);
-        assert_eq!(m[1], (30, 21, PathBuf::from("/a b")));
-        assert_eq!(descendants(&m, 30), HashSet::from([31, 32]));
-        assert!(descendants(&m, 40).is_empty());
-        assert_eq!(unescape_octal("x\\134y\\011"), OsString::from("x\\y\t"));
-        assert_eq!(unescape_octal("\\9ab\\"), OsString::from("\\9ab\\"));
-    }
-
-    #[test]
-    fn normalize_stays_at_the_top() {
-        let n = |p: &str| join(&normalize(Path::new(p)));
-        assert_eq!(n("/a/b/../c"), Path::new("/a/c"));
-        assert_eq!(n("/../../x"), Path::new("/x"));
-        assert_eq!(n("a/./b/"), Path::new("/a/b"));
-        assert_eq!(n("/"), Path::new("/"));
     }
 }

@@ -47,9 +47,12 @@ use std::time::Duration;
 
 pub use cgroups::{Layout as CgroupLayout, Placement as CgroupPlacement};
 pub use error::{Error, Result};
+pub use mounts::resolve_in_root;
 pub use spec::{default_spec, features};
 pub use state::{State, Status, OCI_VERSION};
 pub use stats::CgroupStats;
+/// For the engine's view of a container's mounts (`docker cp`).
+pub use syscall::{mount_setattr, SetAttr, MOUNT_ATTR_RDONLY};
 
 use state::{Record, EXEC_FIFO, INIT_ERROR};
 

@@ -320,73 +320,116 @@ fn fd_path(fd: BorrowedFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
-/// Opens (O_PATH) `dest` inside the root, creating what is missing as directories (and the
-/// last component as a file when `file`), never leaving the root.
-pub fn resolve_in_root(root: BorrowedFd, dest: &Path, file: bool) -> Result<OwnedFd> {
-    resolve_depth(root, dest, file, 0)
-}
+/// How many dangling symlinks creating one mount target may follow (the kernel's limit).
+const MAX_LINKS: usize = 40;
 
-fn resolve_depth(root: BorrowedFd, dest: &Path, file: bool, depth: u32) -> Result<OwnedFd> {
+/// Opens (`O_PATH`) the mount target `dest` inside `root`, creating what is missing as
+/// directories, and the last component as an empty file when `file`; never leaving the
+/// root. New entries get `owner` when given (else the caller's ids). A dangling symlink on
+/// the way is followed inside the root, `..` in its target applied in order: what it points
+/// to is created.
+pub fn resolve_in_root(
+    root: BorrowedFd,
+    dest: &Path,
+    file: bool,
+    owner: Option<(u32, u32)>,
+) -> Result<OwnedFd> {
     let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
-    let flags = OFlags::PATH | OFlags::CLOEXEC;
-    let open = |p: &Path| rustix::fs::openat2(root, p, flags, rustix::fs::Mode::empty(), how);
-    match open(dest) {
-        Ok(fd) => return Ok(fd),
-        Err(rustix::io::Errno::NOENT) => {}
-        Err(e) => return Err(Error::io("resolve mount target", dest, e.into())),
-    }
-    let comps: Vec<_> = dest
-        .components()
-        .filter(|c| matches!(c, Component::Normal(_)))
-        .collect();
-    let mut cur = PathBuf::from("/");
-    for (i, c) in comps.iter().enumerate() {
-        let parent = open(&cur).map_err(|e| Error::io("resolve mount target", &cur, e.into()))?;
-        cur.push(c);
-        let last = i + 1 == comps.len();
-        match open(&cur) {
-            Ok(_) if !last => continue,
+    let open = |p: &Path| {
+        rustix::fs::openat2(
+            root,
+            p,
+            OFlags::PATH | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+            how,
+        )
+    };
+    let err = |what: &'static str, p: &Path, e: rustix::io::Errno| Error::io(what, p, e.into());
+    let mut comps = normalize(dest);
+    'retry: for _ in 0..MAX_LINKS {
+        let full = join(&comps);
+        match open(&full) {
             Ok(fd) => return Ok(fd),
             Err(rustix::io::Errno::NOENT) => {}
-            Err(e) => return Err(Error::io("resolve mount target", &cur, e.into())),
+            Err(e) => return Err(err("resolve mount target", dest, e)),
         }
-        let name = c.as_os_str();
-        let r = if last && file {
-            rustix::fs::openat(
-                &parent,
-                name,
-                OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
-                rustix::fs::Mode::from_raw_mode(0o644),
-            )
-            .map(drop)
-        } else {
-            rustix::fs::mkdirat(&parent, name, rustix::fs::Mode::from_raw_mode(0o755))
-        };
-        match r {
-            Ok(()) => {}
-            Err(rustix::io::Errno::EXIST) => {
-                // A dangling symlink: create what it points to, inside the root.
-                if let Ok(target) = rustix::fs::readlinkat(&parent, name, Vec::new()) {
-                    if depth > 40 {
-                        return Err(Error::io(
-                            "resolve mount target",
-                            dest,
-                            std::io::Error::from_raw_os_error(libc::ELOOP),
-                        ));
-                    }
-                    let target = PathBuf::from(std::ffi::OsStr::from_bytes(target.as_bytes()));
-                    let base = cur.parent().unwrap_or(Path::new("/"));
-                    let mut rest = base.join(target);
-                    for c in &comps[i + 1..] {
-                        rest.push(c);
-                    }
-                    return resolve_depth(root, &rest, file, depth + 1);
-                }
+        for i in 0..comps.len() {
+            let cur = join(&comps[..=i]);
+            match open(&cur) {
+                Ok(_) => continue,
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(err("resolve mount target", &cur, e)),
             }
-            Err(e) => return Err(Error::io("create mount target", &cur, e.into())),
+            let parent =
+                open(&join(&comps[..i])).map_err(|e| err("resolve mount target", &cur, e))?;
+            let name = comps[i].as_os_str();
+            let made = if i + 1 == comps.len() && file {
+                rustix::fs::openat(
+                    &parent,
+                    name,
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::WRONLY
+                        | OFlags::CLOEXEC,
+                    rustix::fs::Mode::from_raw_mode(0o644),
+                )
+                .map(drop)
+            } else {
+                rustix::fs::mkdirat(&parent, name, rustix::fs::Mode::from_raw_mode(0o755))
+            };
+            match made {
+                Ok(()) => {
+                    if let Some((uid, gid)) = owner {
+                        rustix::fs::chownat(
+                            &parent,
+                            name,
+                            Some(rustix::fs::Uid::from_raw(uid)),
+                            Some(rustix::fs::Gid::from_raw(gid)),
+                            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                        )
+                        .map_err(|e| err("chown mount target", &cur, e))?;
+                    }
+                }
+                Err(rustix::io::Errno::EXIST) => {
+                    // A dangling symlink (or a racing creator): go where it points. An
+                    // absolute target replaces the base.
+                    if let Ok(target) = rustix::fs::readlinkat(&parent, name, Vec::new()) {
+                        let mut next = join(&comps[..i]);
+                        next.push(std::ffi::OsStr::from_bytes(target.as_bytes()));
+                        next.extend(&comps[i + 1..]);
+                        comps = normalize(&next);
+                        continue 'retry;
+                    }
+                }
+                Err(e) => return Err(err("create mount target", &cur, e)),
+            }
+        }
+        return open(&full).map_err(|e| err("resolve mount target", dest, e));
+    }
+    Err(err("resolve mount target", dest, rustix::io::Errno::LOOP))
+}
+
+/// `path`'s components with `.` and `..` applied lexically (`..` at the top stays there,
+/// as in the container's root).
+fn normalize(path: &Path) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n.to_owned()),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
         }
     }
-    open(dest).map_err(|e| Error::io("resolve mount target", dest, e.into()))
+    out
+}
+
+fn join(comps: &[std::ffi::OsString]) -> PathBuf {
+    let mut p = PathBuf::from("/");
+    p.extend(comps);
+    p
 }
 
 /// Phase two, as root of the container's user namespace: every mount of the config, in
@@ -411,11 +454,11 @@ pub fn mount_all(cx: &Context, p: &mut Prepared) -> Result<()> {
             let src_is_file = rustix::fs::fstat(&tree).is_ok_and(|st| {
                 rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory
             });
-            let target = resolve_in_root(p.root.as_fd(), dest, src_is_file)?;
+            let target = resolve_in_root(p.root.as_fd(), dest, src_is_file, None)?;
             syscall::move_mount(tree.as_fd(), target.as_fd())
                 .map_err(|e| Error::sys(format!("attach bind mount at {}", dest.display()), e))?;
             if !opts.propagation.is_empty() {
-                let target = resolve_in_root(p.root.as_fd(), dest, src_is_file)?;
+                let target = resolve_in_root(p.root.as_fd(), dest, src_is_file, None)?;
                 mount(
                     None::<&str>,
                     fd_path(target.as_fd()).as_str(),
@@ -444,7 +487,7 @@ pub fn mount_all(cx: &Context, p: &mut Prepared) -> Result<()> {
             typ.clone()
         };
         let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
-        let target = resolve_in_root(p.root.as_fd(), dest, false)?;
+        let target = resolve_in_root(p.root.as_fd(), dest, false, None)?;
         let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
         let tpath = fd_path(target.as_fd());
         let r = mount(
@@ -482,7 +525,7 @@ pub fn mount_all(cx: &Context, p: &mut Prepared) -> Result<()> {
             }
         }
         if !opts.propagation.is_empty() {
-            let target = resolve_in_root(p.root.as_fd(), dest, false)?;
+            let target = resolve_in_root(p.root.as_fd(), dest, false, None)?;
             mount(
                 None::<&str>,
                 fd_path(target.as_fd()).as_str(),
@@ -502,7 +545,7 @@ pub fn mount_all(cx: &Context, p: &mut Prepared) -> Result<()> {
 /// A `cgroup` mount on a v1 host: tmpfs, a directory per hierarchy the container is in with
 /// its own cgroup bound there, then the tmpfs made read-only.
 fn cgroup_v1_view(p: &mut Prepared, dest: &Path, opts: &MountOptions) -> Result<()> {
-    let target = resolve_in_root(p.root.as_fd(), dest, false)?;
+    let target = resolve_in_root(p.root.as_fd(), dest, false, None)?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(
         Some("tmpfs"),
@@ -513,12 +556,12 @@ fn cgroup_v1_view(p: &mut Prepared, dest: &Path, opts: &MountOptions) -> Result<
     )
     .map_err(|e| Error::sys(format!("mount tmpfs for cgroups at {}", dest.display()), e))?;
     for (name, tree) in std::mem::take(&mut p.cgroup_trees) {
-        let sub = resolve_in_root(p.root.as_fd(), &dest.join(&name), false)?;
+        let sub = resolve_in_root(p.root.as_fd(), &dest.join(&name), false, None)?;
         syscall::move_mount(tree.as_fd(), sub.as_fd())
             .map_err(|e| Error::sys(format!("attach cgroup {}", dest.join(&name).display()), e))?;
     }
     if opts.flags.contains(MsFlags::MS_RDONLY) {
-        let target = resolve_in_root(p.root.as_fd(), dest, false)?;
+        let target = resolve_in_root(p.root.as_fd(), dest, false, None)?;
         mount(
             None::<&str>,
             fd_path(target.as_fd()).as_str(),
@@ -544,7 +587,7 @@ fn default_devices() -> Vec<(&'static str, u64, u64)> {
 }
 
 fn setup_dev(cx: &Context, root: BorrowedFd) -> Result<()> {
-    let dev = resolve_in_root(root, Path::new("/dev"), false)?;
+    let dev = resolve_in_root(root, Path::new("/dev"), false, None)?;
     let mut devices: Vec<DeviceEntry> = default_devices()
         .into_iter()
         .map(|(n, ma, mi)| {
@@ -572,7 +615,7 @@ fn setup_dev(cx: &Context, root: BorrowedFd) -> Result<()> {
     for (path, kind, major, minor, mode, uid, gid) in devices {
         if cx.userns {
             // mknod is not allowed in a user namespace: bind the host's node instead.
-            let target = resolve_in_root(root, &path, true)?;
+            let target = resolve_in_root(root, &path, true, None)?;
             mount(
                 Some(&path),
                 fd_path(target.as_fd()).as_str(),
@@ -583,7 +626,7 @@ fn setup_dev(cx: &Context, root: BorrowedFd) -> Result<()> {
             .map_err(|e| Error::sys(format!("bind host device {}", path.display()), e))?;
         } else {
             let parent = path.parent().unwrap_or(Path::new("/dev"));
-            let pfd = resolve_in_root(root, parent, false)?;
+            let pfd = resolve_in_root(root, parent, false, None)?;
             let name = path.file_name().unwrap_or_default();
             let pdir = reopen_dir(pfd.as_fd(), parent)?;
             let _ = nix::unistd::unlinkat(&pdir, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
@@ -640,7 +683,7 @@ fn setup_dev(cx: &Context, root: BorrowedFd) -> Result<()> {
         .and_then(|p| p.terminal())
         .unwrap_or(false)
     {
-        resolve_in_root(root, Path::new("/dev/console"), true)?;
+        resolve_in_root(root, Path::new("/dev/console"), true, None)?;
     }
     Ok(())
 }
@@ -851,4 +894,21 @@ mod tests {
         );
         assert_eq!(a.clear, syscall::MOUNT_ATTR__ATIME);
     }
+
+    #[test]
+    fn targets_follow_dangling_links_inside_the_root_with_dotdot_in_order() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        fs::create_dir(root.join("x")).unwrap();
+        std::os::unix::fs::symlink("../c", root.join("x/l")).unwrap();
+        std::os::unix::fs::symlink("/../../etc-escape", root.join("out")).unwrap();
+        let fd = fs::File::open(root).unwrap();
+        resolve_in_root(fd.as_fd(), Path::new("/x/l/d"), true, None).unwrap();
+        assert!(root.join("c/d").is_file());
+        assert!(!root.join("x/c").exists());
+        // An absolute target with `..` stays in the root.
+        resolve_in_root(fd.as_fd(), Path::new("/out"), false, None).unwrap();
+        assert!(root.join("etc-escape").is_dir());
+    }
+
 }
