@@ -775,12 +775,7 @@ pub fn inspect(c: &Client, a: InspectArgs) -> anyhow::Result<ExitCode> {
         for p in paths {
             match c.call("GET", &p, Body::Empty) {
                 Ok(resp) => {
-                    let bytes = resp.bytes().context("reading the daemon's answer")?;
-                    let text =
-                        String::from_utf8(bytes).context("the daemon's answer is not UTF-8")?;
-                    serde_json::from_str::<Value>(&text)
-                        .context("the daemon's answer is not JSON")?;
-                    got = Some(text);
+                    got = Some(answer_text(resp)?);
                     break;
                 }
                 Err(HttpError::Api { status: 404, .. }) => continue,
@@ -797,6 +792,15 @@ pub fn inspect(c: &Client, a: InspectArgs) -> anyhow::Result<ExitCode> {
     }
     print_inspected(&found, a.format.as_deref())?;
     Ok(ExitCode::from(u8::from(failed)))
+}
+
+/// An inspect answer's text, kept as the daemon wrote it (so that its keys keep their
+/// order, as docker's do); an answer that is not JSON is an error here, not when printed.
+pub fn answer_text(resp: Response) -> anyhow::Result<String> {
+    let bytes = resp.bytes().context("reading the daemon's answer")?;
+    let text = String::from_utf8(bytes).context("the daemon's answer is not UTF-8")?;
+    serde_json::from_str::<Value>(&text).context("the daemon's answer is not JSON")?;
+    Ok(text)
 }
 
 /// Prints the inspect answers `found` (the daemon's JSON texts, kept as they are so that

@@ -2,7 +2,7 @@
 //! the archive API, `/commit`, `/containers/{id}/changes` and `/containers/{id}/export`.
 
 use std::fs;
-use std::io::{self, IsTerminal, Read};
+use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 
@@ -279,33 +279,13 @@ fn diff(c: &Client, a: DiffArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn export(c: &Client, a: ExportArgs) -> anyhow::Result<ExitCode> {
-    if a.output.is_none() && io::stdout().is_terminal() {
-        bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
-    }
-    let mut resp = c.call(
+    crate::images::check_archive_output(a.output.as_deref())?;
+    let resp = c.call(
         "GET",
         &format!("/containers/{}/export", enc_path(&a.container)),
         Body::Empty,
     )?;
-    match &a.output {
-        None => {
-            io::copy(&mut resp, &mut io::stdout().lock()).context("writing the archive")?;
-        }
-        Some(out) => {
-            // A temporary file beside the target, renamed at the end: never a half-written
-            // archive under the name asked for.
-            let path = Path::new(out);
-            let dir = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let mut tmp = tempfile::NamedTempFile::new_in(dir)
-                .with_context(|| format!("cannot write in {}", dir.display()))?;
-            io::copy(&mut resp, &mut tmp).with_context(|| format!("writing {out}"))?;
-            tmp.persist(path)
-                .with_context(|| format!("cannot write {out}"))?;
-        }
-    }
+    crate::images::write_archive(resp, a.output.as_deref())?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,13 +1,13 @@
 //! `berth volume create|ls|inspect|rm|prune`, with docker's output.
 
-use std::io::{self, Write};
+use std::io;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 
-use crate::format::{human_size, indent_json, Row, Template};
+use crate::containers::{answer_text, print_inspected};
+use crate::format::{human_size, Row, Template};
 use crate::http::{enc_path, Body, Client};
 use crate::images::filters_query;
 
@@ -187,39 +187,15 @@ fn inspect(c: &Client, a: VolumeInspectArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for n in &a.names {
         match c.call("GET", &format!("/volumes/{}", enc_path(n)), Body::Empty) {
-            Ok(resp) => {
-                let bytes = resp.bytes().context("reading the daemon's answer")?;
-                found.push(String::from_utf8(bytes).context("the daemon's answer is not UTF-8")?);
-            }
+            Ok(resp) => found.push(answer_text(resp)?),
             Err(e) => {
                 eprintln!("Error response from daemon: {e}");
                 failed = true;
             }
         }
     }
-    let mut out = io::stdout().lock();
-    match &a.format {
-        Some(f) => {
-            let t = Template::parse(f)?;
-            for text in &found {
-                let v: Value =
-                    serde_json::from_str(text).context("the daemon's answer is not JSON")?;
-                writeln!(out, "{}", t.render_value(&v))?;
-            }
-        }
-        None => {
-            let joined = format!(
-                "[{}]",
-                found.iter().map(|t| t.trim()).collect::<Vec<_>>().join(",")
-            );
-            writeln!(out, "{}", indent_json(&joined))?;
-        }
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    print_inspected(&found, a.format.as_deref())?;
+    Ok(ExitCode::from(u8::from(failed)))
 }
 
 fn rm(c: &Client, a: VolumeRmArgs) -> anyhow::Result<ExitCode> {

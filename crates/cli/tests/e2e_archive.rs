@@ -7,7 +7,7 @@
 
 use std::os::unix::fs::chown;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -511,25 +511,6 @@ fn cp_on_a_stopped_container_mounts_and_unmounts_its_root() {
 fn berth_cp_commit_diff_export() {
     let d = Daemon::remapped();
     d.import_busybox();
-    let berth = |args: &[&str]| -> Output {
-        Command::new(env!("CARGO_BIN_EXE_berth"))
-            .arg("-H")
-            .arg(format!("unix://{}", d.sock.display()))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
-    let ok = |args: &[&str]| -> String {
-        let o = berth(args);
-        assert!(
-            o.status.success(),
-            "berth {args:?}: {}\n{}",
-            String::from_utf8_lossy(&o.stderr),
-            d.log()
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
     d.ok(&[
         "create",
         "--name",
@@ -543,28 +524,33 @@ fn berth_cp_commit_diff_export() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("f"), "f\n").unwrap();
     chown(src.join("f"), Some(5), Some(5)).unwrap();
-    ok(&["cp", src.to_str().unwrap(), "ctr:/"]);
-    ok(&["cp", "-a", src.join("f").to_str().unwrap(), "ctr:/g"]);
+    d.berth_ok(&["cp", src.to_str().unwrap(), "ctr:/"]);
+    d.berth_ok(&["cp", "-a", src.join("f").to_str().unwrap(), "ctr:/g"]);
     assert_eq!(host_owner(&d.upper("ctr", "/in/f")), (100000, 100000));
     assert_eq!(host_owner(&d.upper("ctr", "/g")), (100005, 100005));
     assert_eq!(d.ok(&["start", "-a", "ctr"]), "f\nf\n");
 
     let out = d.dir.join("out");
     std::fs::create_dir_all(&out).unwrap();
-    ok(&["cp", "-a", "ctr:/in", out.to_str().unwrap()]);
-    ok(&["cp", "ctr:/g", out.join("renamed").to_str().unwrap()]);
+    d.berth_ok(&["cp", "-a", "ctr:/in", out.to_str().unwrap()]);
+    d.berth_ok(&["cp", "ctr:/g", out.join("renamed").to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(out.join("in/f")).unwrap(), "f\n");
     assert_eq!(host_owner(&out.join("in/f")), (0, 0));
     assert_eq!(std::fs::read_to_string(out.join("renamed")).unwrap(), "f\n");
-    let missing = berth(&["cp", "ctr:/nope", out.to_str().unwrap()]);
+    let missing = d.berth(&["cp", "ctr:/nope", out.to_str().unwrap()]);
     assert!(!missing.status.success());
 
-    let diff = ok(&["diff", "ctr"]);
+    let diff = d.berth_ok(&["diff", "ctr"]);
     assert!(diff.lines().any(|l| l == "A /in/f"), "{diff}");
     let tar = d.dir.join("x.tar");
-    ok(&["export", "-o", tar.to_str().unwrap(), "ctr"]);
-    assert!(std::fs::metadata(&tar).unwrap().len() > 10240);
-    let id = ok(&["commit", "-m", "msg", "ctr", "mine:v2"]);
+    d.berth_ok(&["export", "-o", tar.to_str().unwrap(), "ctr"]);
+    let exported = std::fs::read(&tar).unwrap();
+    assert!(exported.len() > 10240);
+    // To stdout (a pipe here): the same archive.
+    let o = d.berth(&["export", "ctr"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout.len(), exported.len());
+    let id = d.berth_ok(&["commit", "-m", "msg", "ctr", "mine:v2"]);
     assert!(id.starts_with("sha256:"), "{id}");
     assert_eq!(
         d.ok(&["run", "--rm", "mine:v2", "stat", "-c", "%u:%g", "/g"])

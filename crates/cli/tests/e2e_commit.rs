@@ -463,3 +463,68 @@ fn bad_references_and_changes_write_nothing() {
     assert_eq!(d.ok(&["run", "--rm", "after-rmi:1", "ls", "/x"]), "/x\n");
     d.ok(&["rm", "-f", "bad"]);
 }
+
+/// `image inspect` shows what made an image as Docker does: the commit's message
+/// (`Comment`, from the last history entry) and the image committed on (`Parent`); an
+/// imported image has its import message and no parent. A commit with a reference logs the
+/// image's `tag` before the container's `commit`, as dockerd does.
+#[test]
+fn committed_image_shows_comment_and_parent_and_is_tagged_before_the_commit_event() {
+    let d = Daemon::start(None, None);
+    let tar = berth_testkit::busybox_tar();
+    d.ok(&[
+        "import",
+        "-m",
+        "from a tarball",
+        tar.to_str().unwrap(),
+        "busybox",
+    ]);
+    let base = d
+        .ok(&["image", "inspect", "-f", "{{.Id}}", "busybox"])
+        .trim()
+        .to_string();
+    d.ok(&["run", "--name", "src", "busybox", "touch", "/x"]);
+    let cid = d.id("src");
+
+    let t0 = now();
+    let id = d.ok(&["commit", "-m", "the message", "src", "child:1"]);
+    let t1 = now();
+    let id = id.trim();
+    let show = |img: &str| d.ok(&["image", "inspect", "-f", "{{.Comment}}|{{.Parent}}", img]);
+    assert_eq!(show("child:1"), format!("the message|{base}\n"));
+    assert_eq!(show("busybox"), "from a tarball|\n");
+    // No message: no comment, whatever the parent's was.
+    d.ok(&["commit", "src", "child:2"]);
+    assert_eq!(show("child:2"), format!("|{base}\n"));
+    // The list (API) gives the parent too.
+    let (status, body) = d.http("GET", "/images/json", "");
+    assert_eq!(status, 200, "{body}");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let parent_of = |img: &str| {
+        list.iter()
+            .find(|i| i["Id"] == img)
+            .unwrap_or_else(|| panic!("{img} not in {body}"))["ParentId"]
+            .clone()
+    };
+    assert_eq!(parent_of(id), base.as_str());
+    assert_eq!(parent_of(&base), "");
+
+    let events = d.ok(&[
+        "events",
+        "--since",
+        &t0,
+        "--until",
+        &t1,
+        "--format",
+        "{{.Type}} {{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}}",
+    ]);
+    assert_eq!(
+        events.lines().collect::<Vec<_>>(),
+        [
+            format!("image tag {id} child:1"),
+            format!("container commit {cid} src"),
+        ],
+        "{events}"
+    );
+    d.ok(&["rm", "-f", "src"]);
+}

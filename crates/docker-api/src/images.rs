@@ -40,7 +40,7 @@ pub async fn list(ctx: Ctx) -> ApiResult<Response<Body>> {
         .map(|i| {
             let mut v = json!({
                 "Id": i.id,
-                "ParentId": "",
+                "ParentId": i.parent,
                 "RepoTags": i.repo_tags,
                 "RepoDigests": i.repo_digests,
                 "Created": timefmt::unix_seconds(&i.created),
@@ -64,8 +64,8 @@ fn inspect_json(i: &ImageInfo) -> Value {
         "Id": i.id,
         "RepoTags": i.repo_tags,
         "RepoDigests": i.repo_digests,
-        "Parent": "",
-        "Comment": "",
+        "Parent": i.parent,
+        "Comment": i.comment,
         "Created": i.created,
         "DockerVersion": "",
         "Author": i.author,

@@ -137,6 +137,9 @@ impl Engine {
             }
         }
         let paused_here = pause && entry.record().state.status == Status::Paused;
+        // For the events, as dockerd names them.
+        let reference = req.reference.as_deref().map(crate::images::familiar);
+        let comment = req.comment.clone().unwrap_or_default();
         let this = self.clone();
         let id = entry.id.clone();
         let done = tokio::task::spawn_blocking(move || {
@@ -145,12 +148,16 @@ impl Engine {
         .await
         .map_err(|e| EngineError::System(format!("commit task: {e}")))
         .and_then(|r| r);
-        // As Docker: the commit event, then the thaw.
-        if let Ok((img_id, comment, image_ref)) = &done {
+        // As dockerd: the image's `tag` event (with a reference), the commit event, then the
+        // thaw.
+        if let Ok(img_id) = &done {
+            if let Some(r) = &reference {
+                self.image_event("tag", img_id, r);
+            }
             let ev = crate::events::Event::container(&entry.record(), "commit")
-                .attr("comment", comment.clone())
+                .attr("comment", comment)
                 .attr("imageID", img_id.clone())
-                .attr("imageRef", image_ref.clone());
+                .attr("imageRef", reference.unwrap_or_default());
             self.emit(ev);
         }
         if paused_here {
@@ -158,19 +165,19 @@ impl Engine {
                 tracing::error!(id = %entry.id, error = %e, "thawing the container after commit");
             }
         }
-        done.map(|(img_id, _, _)| img_id)
+        done
     }
 
     /// The blocking part of [`Engine::commit`]: the upper directory as a layer tar (a
     /// temporary file that vanishes with its descriptor), then the image. Returns the image
-    /// id, the comment and the reference, for the event.
+    /// id.
     fn commit_layer(
         &self,
         id: &str,
         req: &CommitRequest,
         parent: &berth_image::Image,
         request_config: Option<Config>,
-    ) -> Result<(String, String, String)> {
+    ) -> Result<String> {
         let entry = self.lookup(id)?;
         let rec = entry.record();
         let upper = self.upper_dir(&entry.id);
@@ -215,16 +222,7 @@ impl Engine {
             .store()
             .commit_layer(&parent.id.to_string(), &mut file, opts)
             .map_err(crate::images::image_error)?;
-        let image_ref = img
-            .repo_tags
-            .first()
-            .map(|r| r.to_string())
-            .unwrap_or_default();
-        Ok((
-            img.id.to_string(),
-            req.comment.clone().unwrap_or_default(),
-            image_ref,
-        ))
+        Ok(img.id.to_string())
     }
 }
 

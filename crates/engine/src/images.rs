@@ -52,6 +52,12 @@ pub struct ImageInfo {
     pub architecture: String,
     pub os: String,
     pub author: String,
+    /// The image made by commit is on top of (`sha256:...`, Docker's `Parent`); empty for
+    /// an image pulled, loaded or imported.
+    pub parent: String,
+    /// The message of the commit or import that made the image (Docker's `Comment`: the
+    /// last history entry's comment).
+    pub comment: String,
     pub config: ImageSettings,
     /// Uncompressed layer digests, bottom first.
     pub diff_ids: Vec<String>,
@@ -88,7 +94,8 @@ fn snapshot_error(e: SnapshotError) -> EngineError {
     EngineError::System(e.to_string())
 }
 
-fn info(img: &Image) -> ImageInfo {
+/// What the engine shows of `img`; `parent` as [`ImageStore::parent_of`] reads it.
+fn image_info(img: &Image, parent: Option<Digest>) -> ImageInfo {
     let c = img.config.config().clone().unwrap_or_default();
     let list = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
     ImageInfo {
@@ -100,6 +107,14 @@ fn info(img: &Image) -> ImageInfo {
         architecture: img.config.architecture().to_string(),
         os: img.config.os().to_string(),
         author: img.config.author().clone().unwrap_or_default(),
+        parent: parent.map(|p| p.to_string()).unwrap_or_default(),
+        comment: img
+            .config
+            .history()
+            .as_ref()
+            .and_then(|h| h.last())
+            .and_then(|h| h.comment().clone())
+            .unwrap_or_default(),
         config: ImageSettings {
             cmd: list(c.cmd()),
             entrypoint: list(c.entrypoint()),
@@ -150,10 +165,15 @@ impl Images {
         &self.store
     }
 
+    /// What the engine shows of `img`, with its parent read from the store.
+    fn info(&self, img: &Image) -> ImageInfo {
+        image_info(img, self.store.parent_of(img))
+    }
+
     pub fn resolve(&self, name_or_id: &str) -> Result<ImageInfo> {
         self.store
             .resolve(name_or_id)
-            .map(|i| info(&i))
+            .map(|i| self.info(&i))
             .map_err(image_error)
     }
 
@@ -163,7 +183,7 @@ impl Images {
             .list()
             .map_err(image_error)?
             .iter()
-            .map(info)
+            .map(|i| self.info(i))
             .collect())
     }
 
@@ -239,7 +259,7 @@ impl Images {
         };
         self.store
             .import(reader, opts)
-            .map(|i| info(&i))
+            .map(|i| self.info(&i))
             .map_err(image_error)
     }
 
