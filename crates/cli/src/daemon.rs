@@ -43,6 +43,13 @@ pub struct DaemonArgs {
     /// Default ulimits for containers, as NAME=SOFT[:HARD]
     #[arg(long = "default-ulimit", value_name = "ULIMIT")]
     default_ulimits: Vec<String>,
+    /// Run an init inside containers that do not choose (docker run --init)
+    #[arg(long = "init")]
+    init: bool,
+    /// The init binary bound into containers run with --init (default: docker-init or
+    /// tini-static from PATH)
+    #[arg(long = "init-path", value_name = "FILE")]
+    init_path: Option<PathBuf>,
     /// A registry reached over plain HTTP (HOST[:PORT] or an IPv4 CIDR); loopback always is
     #[arg(long = "insecure-registry", value_name = "REGISTRY")]
     insecure_registries: Vec<String>,
@@ -84,6 +91,8 @@ struct Settings {
     debug: bool,
     default_ulimits: Vec<Ulimit>,
     insecure_registries: Vec<String>,
+    init: bool,
+    init_path: Option<PathBuf>,
 }
 
 const FILE_KEYS: &[&str] = &[
@@ -96,6 +105,8 @@ const FILE_KEYS: &[&str] = &[
     "debug",
     "default-ulimits",
     "insecure-registries",
+    "init",
+    "init-path",
 ];
 
 fn parse_ulimit(s: &str) -> anyhow::Result<Ulimit> {
@@ -154,6 +165,8 @@ fn settings(args: &DaemonArgs) -> anyhow::Result<Settings> {
         ("debug", args.debug),
         ("default-ulimits", !args.default_ulimits.is_empty()),
         ("insecure-registries", !args.insecure_registries.is_empty()),
+        ("init", args.init),
+        ("init-path", args.init_path.is_some()),
     ];
     let both: Vec<&str> = flag_set
         .iter()
@@ -179,12 +192,16 @@ fn settings(args: &DaemonArgs) -> anyhow::Result<Settings> {
             .with_context(|| format!("{}: hosts must be a list of strings", path.display()))?,
         None => args.hosts.clone(),
     };
-    let debug = match file.get("debug") {
-        Some(v) => v
-            .as_bool()
-            .with_context(|| format!("{}: debug must be true or false", path.display()))?,
-        None => args.debug,
+    let flag = |k: &str, arg: bool| -> anyhow::Result<bool> {
+        match file.get(k) {
+            Some(v) => v
+                .as_bool()
+                .with_context(|| format!("{}: {k} must be true or false", path.display())),
+            None => Ok(arg),
+        }
     };
+    let debug = flag("debug", args.debug)?;
+    let init = flag("init", args.init)?;
     let mut default_ulimits = Vec::new();
     if let Some(v) = file.get("default-ulimits") {
         let m: BTreeMap<String, Ulimit> = serde_json::from_value(v.clone()).with_context(|| {
@@ -234,6 +251,10 @@ fn settings(args: &DaemonArgs) -> anyhow::Result<Settings> {
         debug,
         default_ulimits,
         insecure_registries,
+        init,
+        init_path: s("init-path")?
+            .map(PathBuf::from)
+            .or_else(|| args.init_path.clone()),
     })
 }
 
@@ -299,6 +320,8 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         // This very binary, even if the file is replaced (an upgrade) while the daemon runs:
         // monitor and daemon must speak the same protocol.
         monitor_exe: PathBuf::from("/proc/self/exe"),
+        init_default: settings.init,
+        init_path: settings.init_path.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

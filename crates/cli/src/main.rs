@@ -53,7 +53,7 @@ enum Command {
     Userns(userns::Command),
 
     /// Run the berth daemon: the Docker Engine API over the engine
-    Daemon(daemon::DaemonArgs),
+    Daemon(Box<daemon::DaemonArgs>),
 
     /// One container's monitor, exec'd by the daemon (internal)
     #[command(hide = true)]
@@ -71,7 +71,7 @@ fn main() -> ExitCode {
             init_logging("warn");
             userns::run(cmd)
         }
-        Command::Daemon(args) => daemon::run(args),
+        Command::Daemon(args) => daemon::run(*args),
         Command::Monitor(args) => return daemon::monitor(args),
         Command::Client(cmd) => {
             init_logging("warn");

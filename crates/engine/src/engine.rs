@@ -39,6 +39,10 @@ pub struct EngineConfig {
     /// The executable started as `berth monitor DIR` for each container (the berth binary,
     /// usually `/proc/self/exe`).
     pub monitor_exe: PathBuf,
+    /// The daemon's `--init`: containers that do not say run with an init.
+    pub init_default: bool,
+    /// The daemon's `--init-path`; else `docker-init` or `tini-static` from `PATH`.
+    pub init_path: Option<PathBuf>,
 }
 
 /// What a new container asks for.
@@ -772,7 +776,11 @@ impl Engine {
             hosts: &paths.hosts(),
             resolv_conf: &paths.resolv_conf(),
         };
-        let oci = spec::build(rec, &rootfs, &etc, &self.inner.cfg.default_ulimits)?;
+        let cfg = &self.inner.cfg;
+        let init = crate::init::wanted(&rec.host_config, cfg.init_default)
+            .then(|| crate::init::binary(cfg.init_path.as_deref()))
+            .transpose()?;
+        let oci = spec::build(rec, &rootfs, &etc, &cfg.default_ulimits, init.as_deref())?;
         let json = serde_json::to_vec(&oci)
             .map_err(|e| EngineError::System(format!("encoding the OCI spec: {e}")))?;
         let cfg_path = paths.bundle().join("config.json");

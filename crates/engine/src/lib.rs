@@ -19,6 +19,7 @@ mod filters;
 mod fsat;
 mod fsview;
 pub mod images;
+pub mod init;
 pub mod launcher;
 pub mod logs;
 pub mod monitor;

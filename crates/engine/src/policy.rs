@@ -63,11 +63,6 @@ pub fn check(host: &HostConfig, daemon_maps: Option<&UsernsMaps>) -> Result<Opti
             "publishing ports needs bridge networking, which berth does not have yet: use --network=host or none".into(),
         );
     }
-    if host.init == Some(true) {
-        return Err(EngineError::Unsupported(
-            "--init is not supported yet: berth ships no init binary; run your own init as the entrypoint".into(),
-        ));
-    }
     for cap in host.cap_add.iter().chain(&host.cap_drop) {
         if !cap.eq_ignore_ascii_case("ALL") {
             parse_capability(cap)?;
@@ -247,10 +242,6 @@ mod tests {
             },
             HostConfig {
                 network_mode: "mynet".into(),
-                ..Default::default()
-            },
-            HostConfig {
-                init: Some(true),
                 ..Default::default()
             },
             HostConfig {

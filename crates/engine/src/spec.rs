@@ -404,16 +404,22 @@ pub struct EtcFiles<'a> {
     pub resolv_conf: &'a Path,
 }
 
-/// Builds the OCI spec of `rec`, whose root file system is mounted at `rootfs`.
+/// Builds the OCI spec of `rec`, whose root file system is mounted at `rootfs`; `init` is
+/// the host's init binary when the container runs with `--init`.
 pub fn build(
     rec: &ContainerRecord,
     rootfs: &Path,
     etc: &EtcFiles,
     default_ulimits: &[Ulimit],
+    init: Option<&Path>,
 ) -> Result<Spec> {
     let host = &rec.host_config;
     let cfg = &rec.config;
-    let args: Vec<String> = std::iter::once(rec.path.clone())
+    let init_args = init.map(|_| [crate::init::CONTAINER_PATH.to_string(), "--".into()]);
+    let args: Vec<String> = init_args
+        .into_iter()
+        .flatten()
+        .chain(std::iter::once(rec.path.clone()))
         .chain(rec.args.iter().cloned())
         .collect();
     let user = resolve_user(rootfs, &cfg.user)?;
@@ -475,6 +481,9 @@ pub fn build(
         }
     }
     mounts.extend(rec.mounts.iter().map(user_mount));
+    if let Some(init) = init {
+        mounts.push(json!({"destination": crate::init::CONTAINER_PATH, "type": "bind", "source": init, "options": ["bind", "ro"]}));
+    }
 
     let mut resources = serde_json::Map::new();
     if host.memory > 0 {
@@ -638,7 +647,7 @@ mod tests {
         let root = rootfs();
         let mut rec = record(HostConfig::default());
         rec.maps = Some(UsernsMaps::single(100000, 65536).unwrap());
-        let spec = build(&rec, root.path(), &etc(), &[]).unwrap();
+        let spec = build(&rec, root.path(), &etc(), &[], None).unwrap();
         let v = serde_json::to_value(&spec).unwrap();
         assert_eq!(v["process"]["args"], json!(["ls", "-l"]));
         assert_eq!(
@@ -704,7 +713,7 @@ mod tests {
             cap_drop: vec!["ALL".into()],
             ..Default::default()
         });
-        let v = serde_json::to_value(build(&rec, root.path(), &etc(), &[]).unwrap()).unwrap();
+        let v = serde_json::to_value(build(&rec, root.path(), &etc(), &[], None).unwrap()).unwrap();
         let ns: Vec<&str> = v["linux"]["namespaces"]
             .as_array()
             .unwrap()

@@ -28,6 +28,8 @@ pub struct Daemon {
     pub _tmp: Option<tempfile::TempDir>,
     /// The fake etc root of [`Daemon::remapped`], kept as long as the daemon.
     pub _tmp_etc: Option<tempfile::TempDir>,
+    /// The daemon.json each (re)start reads.
+    pub config: String,
 }
 
 impl Daemon {
@@ -43,6 +45,7 @@ impl Daemon {
             remap: remap.map(String::from),
             _tmp: Some(tmp),
             _tmp_etc: None,
+            config: "{}".into(),
         };
         d.spawn();
         d
@@ -69,7 +72,7 @@ impl Daemon {
             .arg("--pidfile")
             .arg(self.dir.join("berth.pid"))
             .arg("--config-file")
-            .arg(self.empty_config())
+            .arg(self.write_config())
             .arg("--log-level")
             .arg("debug")
             .stdin(Stdio::null())
@@ -98,9 +101,9 @@ impl Daemon {
     }
 
     /// The daemon reads /etc/berth/daemon.json by default: give it an empty one of its own.
-    pub fn empty_config(&self) -> PathBuf {
+    pub fn write_config(&self) -> PathBuf {
         let p = self.dir.join("daemon.json");
-        std::fs::write(&p, "{}").unwrap();
+        std::fs::write(&p, &self.config).unwrap();
         p
     }
 
