@@ -285,7 +285,7 @@ fn ps_row(ct: &Value, trunc: bool, now: i64) -> Row {
         "RunningFor",
         json!(format!("{} ago", human_duration(now - created))),
     );
-    r.insert("Ports", json!(""));
+    r.insert("Ports", json!(displayable_ports(&ct["Ports"])));
     r.insert("Platform", Value::Null);
     r.insert("State", json!(s("State")));
     r.insert("Status", json!(s("Status")));
@@ -311,6 +311,84 @@ fn ps_row(ct: &Value, trunc: bool, now: i64) -> Row {
     };
     r.insert("Size", json!(size));
     r
+}
+
+/// The API's `Ports` list as docker's `ps` shows it (the CLI's DisplayablePorts): sorted
+/// by container port; consecutive ports of one protocol (and host address) grouped into
+/// ranges (`7000-7002/tcp, 53/udp`); a port published on another host port last, as
+/// `0.0.0.0:8080->80/tcp`.
+pub fn displayable_ports(ports: &Value) -> String {
+    struct Port {
+        private: u16,
+        ip: String,
+        public: u16,
+        kind: String,
+    }
+    let num = |v: &Value| v.as_u64().and_then(|n| u16::try_from(n).ok()).unwrap_or(0);
+    let mut list: Vec<Port> = ports
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| Port {
+            private: num(&p["PrivatePort"]),
+            ip: p["IP"].as_str().unwrap_or("").to_string(),
+            public: num(&p["PublicPort"]),
+            kind: p["Type"].as_str().unwrap_or("").to_string(),
+        })
+        .collect();
+    list.sort_by(|a, b| {
+        (a.private, &a.ip, a.public, &a.kind).cmp(&(b.private, &b.ip, b.public, &b.kind))
+    });
+    // An IPv6 host address is bracketed, as Go's net.JoinHostPort does.
+    let host = |ip: &str| {
+        if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip.to_string()
+        }
+    };
+    let group = |(ip, kind): &(String, String), first: u16, last: u16| {
+        let mut g = first.to_string();
+        if first != last {
+            g = format!("{g}-{last}");
+        }
+        if !ip.is_empty() {
+            g = format!("{}:{g}->{g}", host(ip));
+        }
+        format!("{g}/{kind}")
+    };
+    // Groups by (host address, protocol), in the order they were first seen.
+    let mut groups: Vec<((String, String), u16, u16)> = Vec::new();
+    let mut out = Vec::new();
+    let mut mappings = Vec::new();
+    for p in list {
+        if !p.ip.is_empty() && p.public != p.private {
+            mappings.push(format!(
+                "{}:{}->{}/{}",
+                host(&p.ip),
+                p.public,
+                p.private,
+                p.kind
+            ));
+            continue;
+        }
+        let key = (p.ip, p.kind);
+        match groups.iter_mut().find(|g| g.0 == key) {
+            None => groups.push((key, p.private, p.private)),
+            Some(g) if g.2.checked_add(1) == Some(p.private) => g.2 = p.private,
+            Some(g) => {
+                out.push(group(&g.0, g.1, g.2));
+                (g.1, g.2) = (p.private, p.private);
+            }
+        }
+    }
+    out.extend(
+        groups
+            .iter()
+            .map(|(k, first, last)| group(k, *first, *last)),
+    );
+    out.extend(mappings);
+    out.join(", ")
 }
 
 /// `secs` since the epoch as docker's `CreatedAt`: `2006-01-02 15:04:05 +0000 UTC`.
@@ -848,6 +926,40 @@ mod tests {
         assert_eq!(parse_since("1h30s", 4000).unwrap(), "370");
         assert!(parse_since("yesterday", 0).is_err());
         assert!(parse_since("10x", 0).is_err());
+    }
+
+    #[test]
+    fn ports_as_docker_ps_shows_them() {
+        let p = |v: Value| displayable_ports(&v);
+        assert_eq!(p(json!(null)), "");
+        assert_eq!(p(json!([])), "");
+        assert_eq!(
+            p(json!([
+                {"PrivatePort": 80, "Type": "tcp"},
+                {"PrivatePort": 53, "Type": "udp"}
+            ])),
+            "53/udp, 80/tcp"
+        );
+        assert_eq!(
+            p(json!([
+                {"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
+                {"IP": "::", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
+                {"PrivatePort": 443, "Type": "tcp"}
+            ])),
+            "443/tcp, 0.0.0.0:8080->80/tcp, [::]:8080->80/tcp"
+        );
+        // Consecutive ports of one protocol and address become a range.
+        assert_eq!(
+            p(json!([
+                {"PrivatePort": 7002, "Type": "tcp"},
+                {"PrivatePort": 7000, "Type": "tcp"},
+                {"PrivatePort": 7001, "Type": "tcp"},
+                {"PrivatePort": 7001, "Type": "udp"},
+                {"PrivatePort": 9000, "Type": "tcp"},
+                {"IP": "0.0.0.0", "PrivatePort": 22, "PublicPort": 22, "Type": "tcp"}
+            ])),
+            "7000-7002/tcp, 0.0.0.0:22->22/tcp, 9000/tcp, 7001/udp"
+        );
     }
 
     #[test]

@@ -95,6 +95,9 @@ pub struct ContainerOpts {
     /// Signal to stop the container
     #[arg(long = "stop-signal")]
     pub stop_signal: Option<String>,
+    /// Expose a port or a range of ports (PORT[-END][/PROTOCOL])
+    #[arg(long = "expose")]
+    pub expose: Vec<String>,
     /// Attach to STDIN, STDOUT or STDERR
     #[arg(short = 'a', long = "attach")]
     pub attach: Vec<String>,
@@ -197,6 +200,12 @@ impl ContainerOpts {
             .iter()
             .map(|u| parse_ulimit(u))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut exposed = Map::new();
+        for e in &self.expose {
+            for port in parse_expose(e)? {
+                exposed.insert(port, json!({}));
+            }
+        }
         let cmd: Vec<&String> = self.image_and_args[1..].iter().collect();
         let entrypoint = self.entrypoint.as_ref().map(|e| {
             if e.is_empty() {
@@ -263,6 +272,9 @@ impl ContainerOpts {
         if let Some(e) = entrypoint {
             b.insert("Entrypoint".into(), e);
         }
+        if !exposed.is_empty() {
+            b.insert("ExposedPorts".into(), Value::Object(exposed));
+        }
         for (key, val) in [
             ("WorkingDir", &self.workdir),
             ("User", &self.user),
@@ -275,6 +287,33 @@ impl ContainerOpts {
         }
         Ok(body)
     }
+}
+
+/// `--expose PORT[-END][/PROTOCOL]` as the docker CLI reads it: each port of the range as
+/// `PORT/PROTOCOL` (tcp when none is given).
+fn parse_expose(e: &str) -> anyhow::Result<Vec<String>> {
+    if e.contains(':') {
+        bail!("invalid port format for --expose: {e}: publish ports with -p; --expose takes PORT[-END][/PROTOCOL]");
+    }
+    let (ports, proto) = match e.split_once('/') {
+        Some((p, proto)) if !proto.is_empty() => (p, proto),
+        Some((p, _)) => (p, "tcp"),
+        None => (e, "tcp"),
+    };
+    let bad = || {
+        anyhow::anyhow!(
+            "invalid range format for --expose: {e}: expected PORT[-END][/PROTOCOL] with ports up to 65535 (e.g. 80, 7000-7010/udp)"
+        )
+    };
+    let port = |p: &str| p.parse::<u16>().map_err(|_| bad());
+    let (start, end) = match ports.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => (port(ports)?, port(ports)?),
+    };
+    if end < start {
+        return Err(bad());
+    }
+    Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
 }
 
 /// `KEY=VALUE` as is; `KEY` alone takes the value from here, or is left out when unset.
@@ -598,6 +637,12 @@ mod tests {
             "--ulimit",
             "nofile=1024:2048",
             "--init",
+            "--expose",
+            "80",
+            "--expose",
+            "53/udp",
+            "--expose",
+            "7000-7001/tcp",
             "--label",
             "a=b",
             "-l",
@@ -625,6 +670,10 @@ mod tests {
         assert_eq!(b["Hostname"], "box");
         assert_eq!(b["Labels"], json!({"a": "b", "flag": ""}));
         assert_eq!(b["Volumes"], json!({"/anon": {}}));
+        assert_eq!(
+            b["ExposedPorts"],
+            json!({"80/tcp": {}, "53/udp": {}, "7000/tcp": {}, "7001/tcp": {}})
+        );
         let h = &b["HostConfig"];
         assert_eq!(
             h["Binds"],
@@ -653,6 +702,7 @@ mod tests {
     fn defaults_and_detach() {
         let b = body(&["-d", "busybox"]).unwrap();
         assert_eq!(b.get("Cmd"), None);
+        assert_eq!(b.get("ExposedPorts"), None);
         assert_eq!(b["AttachStdout"], false);
         assert_eq!(b["HostConfig"]["NetworkMode"], "default");
         assert_eq!(b["HostConfig"].get("ConsoleSize"), None);
@@ -683,6 +733,13 @@ mod tests {
                 &["--mount", "type=nfs,target=/x", "b"][..],
                 "unsupported mount type",
             ),
+            (
+                &["--expose", "8080:80", "b"][..],
+                "invalid port format for --expose",
+            ),
+            (&["--expose", "http", "b"][..], "invalid range format"),
+            (&["--expose", "90-80", "b"][..], "invalid range format"),
+            (&["--expose", "70000", "b"][..], "invalid range format"),
         ] {
             let e = body(args).unwrap_err().to_string();
             assert!(e.contains(msg), "{args:?}: {e}");

@@ -154,6 +154,8 @@ fn commit_takes_the_containers_config_then_the_changes() {
         "daemon",
         "--label",
         "l=v",
+        "--expose",
+        "9090/udp",
         "busybox",
         "sh",
         "-c",
@@ -173,10 +175,16 @@ fn commit_takes_the_containers_config_then_the_changes() {
         r#"["sh","-c","echo \"$A $(pwd) $(id -un)\""]"#
     );
     assert_eq!(show("{{.Config.Labels.l}}"), "v");
+    // The container's ExposedPorts (its --expose here), as moby's commit merges them.
+    assert_eq!(show("{{json .Config.ExposedPorts}}"), r#"{"9090/udp":{}}"#);
     assert_eq!(show("{{.Author}}"), "me");
     let blob = config_blob(&d, "img:1");
     assert_eq!(blob["container"], cid.as_str());
     assert_eq!(blob["container_config"]["Env"][0], "A=1");
+    assert_eq!(
+        blob["container_config"]["ExposedPorts"],
+        serde_json::json!({"9090/udp": {}})
+    );
     assert_eq!(
         blob["parent"].as_str(),
         Some(
@@ -214,6 +222,14 @@ fn commit_takes_the_containers_config_then_the_changes() {
     );
     assert_eq!(status, 201, "{body}");
     assert_eq!(d.ok(&["run", "--rm", "img:3"]), "12\n");
+    // A container of the committed image exposes what the image does.
+    d.ok(&["create", "--name", "from3", "img:3"]);
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{json .Config.ExposedPorts}}", "from3"])
+            .trim(),
+        r#"{"9090/udp":{}}"#
+    );
+    d.ok(&["rm", "from3"]);
     d.ok(&["rm", "-f", "cfg"]);
 }
 

@@ -5,7 +5,6 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
@@ -196,10 +195,10 @@ fn stats_rename_pause_and_update() {
         .trim(),
         format!("{} 50", 64u64 << 20)
     );
-    // A paused container can be stopped (SIGKILL, then thawed so that it dies), and
-    // removed.
+    // A paused container can be stopped (thawed so that SIGTERM reaches it; sleep as pid 1
+    // ignores it, so SIGKILL after the timeout), and removed.
     d.ok(&["pause", "s2"]);
-    d.ok(&["stop", "s2"]);
+    d.ok(&["stop", "-t", "1", "s2"]);
     assert_eq!(
         d.ok(&["inspect", "-f", "{{.State.Status}}", "s2"]).trim(),
         "exited"
@@ -215,17 +214,7 @@ fn berth_client_top_stats_rename_pause_update() {
     let etc = fake_etc(tmp.path());
     let d = Daemon::start(Some("remap"), Some(&etc));
     d.import_busybox();
-    let ok = |args: &[&str]| -> String {
-        let o = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .arg("-H")
-            .arg(format!("unix://{}", d.sock.display()))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "berth {args:?}: {}", stderr(&o));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let ok = |args: &[&str]| d.berth_ok(args);
     ok(&["run", "-d", "--name", "c1", "busybox", "sleep", "1000"]);
     let top = ok(&["top", "c1"]);
     assert!(top.starts_with("UID"), "{top}");
@@ -259,23 +248,12 @@ fn berth_client_top_stats_rename_pause_update() {
     ok(&["rm", "-f", "c2"]);
 }
 
-/// `berth ARGS` against `d`: its output.
-fn berth(d: &Daemon, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("-H")
-        .arg(format!("unix://{}", d.sock.display()))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
 /// `docker port` and `berth port` on containers with and without exposed ports: berth
 /// publishes none, so Docker's view of a container whose ports are exposed but not
 /// published: `{"80/tcp": null}` while it runs on a network of its own, `{}` otherwise.
 #[test]
 fn port_shows_exposed_but_unpublished_ports() {
-    let d = Daemon::start(None, None);
+    let mut d = Daemon::start(None, None);
     d.import_busybox();
     let tar = berth_testkit::busybox_tar();
     d.ok(&[
@@ -298,11 +276,7 @@ fn port_shows_exposed_but_unpublished_ports() {
         "sleep",
         "1000",
     ]);
-    let ports = |name: &str| {
-        d.ok(&["inspect", "-f", "{{json .NetworkSettings.Ports}}", name])
-            .trim()
-            .to_string()
-    };
+    let ports = |name: &str| inspect_json(&d, ".NetworkSettings.Ports", name);
     assert_eq!(ports("web"), r#"{"53/udp":null,"80/tcp":null}"#);
     assert_eq!(ports("plain"), "{}");
     assert_eq!(ports("nonet"), "{}");
@@ -320,7 +294,7 @@ fn port_shows_exposed_but_unpublished_ports() {
             if client == "docker" {
                 d.docker(args)
             } else {
-                berth(&d, args)
+                d.berth(args)
             }
         };
         for name in ["web", "plain"] {
@@ -357,6 +331,105 @@ fn port_shows_exposed_but_unpublished_ports() {
         assert!(stderr(&o).contains("No such container: nosuch"), "{client}");
     }
 
+    // --expose (ranges expanded) is kept with the image's EXPOSE, in the record: inspect,
+    // NetworkSettings.Ports and ps show them all, ps grouped as the docker CLI groups them.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ex",
+        "--expose",
+        "8080",
+        "--expose",
+        "53/udp",
+        "--expose",
+        "9000-9001/udp",
+        "web",
+        "sleep",
+        "1000",
+    ]);
+    let exposed = |name: &str| inspect_json(&d, ".Config.ExposedPorts", name);
+    assert_eq!(
+        exposed("ex"),
+        r#"{"53/udp":{},"80/tcp":{},"8080/tcp":{},"9000/udp":{},"9001/udp":{}}"#
+    );
+    assert_eq!(
+        ports("ex"),
+        r#"{"53/udp":null,"80/tcp":null,"8080/tcp":null,"9000/udp":null,"9001/udp":null}"#
+    );
+    let ps_ex = [
+        "ps",
+        "--filter",
+        "name=ex",
+        "--format",
+        "{{.Names}} {{.Ports}}",
+    ];
+    let want = "ex 80/tcp, 53/udp, 9000-9001/udp, 8080/tcp\n";
+    assert_eq!(d.ok(&ps_ex), want);
+    assert_eq!(d.berth_ok(&ps_ex), want);
+    let table = d.berth_ok(&["ps"]);
+    assert!(table.starts_with("CONTAINER ID"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains(" 53/udp, 80/tcp ") && l.ends_with(" web")),
+        "{table}"
+    );
+    // berth's own run --expose, which the docker CLI reads back.
+    d.berth_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "bex",
+        "--expose",
+        "7000-7001",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(exposed("bex"), r#"{"7000/tcp":{},"7001/tcp":{}}"#);
+    assert_eq!(
+        d.ok(&["ps", "--filter", "name=bex", "--format", "{{.Ports}}"]),
+        "7000-7001/tcp\n"
+    );
+    // A port that is not one is refused at create, naming it.
+    let (status, body) = d.http(
+        "POST",
+        "/containers/create",
+        r#"{"Image":"busybox","Cmd":["true"],"ExposedPorts":{"http/tcp":{}}}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("invalid exposed port") && body.contains("http/tcp"),
+        "{body}"
+    );
+
+    // A container recorded before berth kept ExposedPorts: its image's are shown.
+    d.ok(&["create", "--name", "old", "web", "sleep", "1000"]);
+    let record = d
+        .dir
+        .join("data/containers")
+        .join(d.id("old"))
+        .join("config.json");
+    d.stop();
+    let mut rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert!(rec["config"]["ExposedPorts"].is_object(), "{rec}");
+    rec["config"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ExposedPorts");
+    std::fs::write(&record, rec.to_string()).unwrap();
+    d.spawn();
+    let ports = |name: &str| inspect_json(&d, ".NetworkSettings.Ports", name);
+    assert_eq!(
+        inspect_json(&d, ".Config.ExposedPorts", "old"),
+        r#"{"53/udp":{},"80/tcp":{}}"#
+    );
+    d.ok(&["start", "old"]);
+    assert_eq!(ports("old"), r#"{"53/udp":null,"80/tcp":null}"#);
+    d.ok(&["rm", "-f", "old", "ex", "bex"]);
+
     // A stopped container has no network: nothing listed, as Docker's releaseNetwork.
     d.ok(&["stop", "-t", "0", "web"]);
     assert_eq!(ports("web"), "{}");
@@ -368,4 +441,89 @@ fn port_shows_exposed_but_unpublished_ports() {
     let o = d.docker(&["run", "--rm", "-p", "8080:80", "busybox", "true"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("publishing ports"), "{}", stderr(&o));
+}
+
+/// moby's killWithSignal: a signal that ends the container's run (SIGKILL, its stop signal,
+/// or any signal when it has none) thaws a paused container so that the signal arrives;
+/// another one stays pending until it is unpaused. `docker stop` likewise. Under `--init`,
+/// tini forwards the signal to busybox sleep, which dies of it (128 + the signal).
+#[test]
+fn kill_and_stop_reach_a_paused_container() {
+    let d = Daemon::start(None, None);
+    d.import_busybox();
+    let run = |name: &str, extra: &[&str]| {
+        let mut args = vec!["run", "-d", "--init", "--name", name];
+        args.extend_from_slice(extra);
+        args.extend(["busybox", "sleep", "1000"]);
+        d.ok(&args);
+        d.ok(&["pause", name]);
+    };
+    let state = |name: &str| {
+        d.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            name,
+        ])
+        .trim()
+        .to_string()
+    };
+
+    // No stop signal of its own: SIGTERM thaws it and kills it, with an unpause event.
+    run("pk", &[]);
+    let t0 = now();
+    d.ok(&["kill", "-s", "TERM", "pk"]);
+    assert_eq!(d.ok(&["wait", "pk"]).trim(), "143");
+    assert_eq!(state("pk"), "exited 143");
+    let actions = d.ok(&[
+        "events",
+        "--since",
+        &t0,
+        "--until",
+        &now(),
+        "--filter",
+        "container=pk",
+        "--format",
+        "{{.Action}}",
+    ]);
+    let actions: Vec<&str> = actions.split_whitespace().collect();
+    for a in ["kill", "unpause", "die"] {
+        assert!(actions.contains(&a), "{a}: {actions:?}");
+    }
+
+    // docker stop: SIGTERM arrives (143), not SIGKILL after the timeout (137).
+    run("pst", &[]);
+    d.ok(&["stop", "-t", "100", "pst"]);
+    assert_eq!(state("pst"), "exited 143");
+
+    // Stop signal HUP: SIGTERM waits while it is paused, and arrives when it is unpaused.
+    run("ph", &["--stop-signal", "HUP"]);
+    d.ok(&["kill", "-s", "TERM", "ph"]);
+    assert_eq!(state("ph"), "paused 0");
+    d.ok(&["unpause", "ph"]);
+    assert_eq!(d.ok(&["wait", "ph"]).trim(), "143");
+    // Its stop signal thaws it.
+    run("ph2", &["--stop-signal", "HUP"]);
+    d.ok(&["kill", "-s", "HUP", "ph2"]);
+    assert_eq!(d.ok(&["wait", "ph2"]).trim(), "129");
+
+    // berth's own client.
+    run("pb", &[]);
+    d.berth_ok(&["kill", "-s", "TERM", "pb"]);
+    assert_eq!(d.berth_ok(&["wait", "pb"]).trim(), "143");
+}
+
+/// Unix time with nanoseconds, for `events --since/--until`.
+fn now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+}
+
+/// `docker inspect -f '{{json FIELD}}' NAME`.
+fn inspect_json(d: &Daemon, field: &str, name: &str) -> String {
+    d.ok(&["inspect", "-f", &format!("{{{{json {field}}}}}"), name])
+        .trim()
+        .to_string()
 }

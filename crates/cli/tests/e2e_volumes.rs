@@ -5,7 +5,6 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -278,25 +277,12 @@ fn empty_volume_is_seeded_from_the_image() {
 #[test]
 fn berth_volume_commands() {
     let d = Daemon::start(None, None);
-    let berth = |args: &[&str]| -> Output {
-        Command::new(env!("CARGO_BIN_EXE_berth"))
-            .arg("-H")
-            .arg(format!("unix://{}", d.sock.display()))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
-    let ok = |args: &[&str]| -> String {
-        let o = berth(args);
-        assert!(o.status.success(), "berth {args:?}: {}", stderr(&o));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
     assert_eq!(
-        ok(&["volume", "create", "--label", "a=b", "bv"]).trim(),
+        d.berth_ok(&["volume", "create", "--label", "a=b", "bv"])
+            .trim(),
         "bv"
     );
-    let table = ok(&["volume", "ls"]);
+    let table = d.berth_ok(&["volume", "ls"]);
     let lines: Vec<Vec<&str>> = table
         .lines()
         .map(|l| l.split_whitespace().collect())
@@ -305,19 +291,23 @@ fn berth_volume_commands() {
         lines,
         vec![vec!["DRIVER", "VOLUME", "NAME"], vec!["local", "bv"]]
     );
-    assert_eq!(ok(&["volume", "ls", "-q", "-f", "label=a=c"]).trim(), "");
-    let insp = ok(&["volume", "inspect", "bv"]);
+    assert_eq!(
+        d.berth_ok(&["volume", "ls", "-q", "-f", "label=a=c"])
+            .trim(),
+        ""
+    );
+    let insp = d.berth_ok(&["volume", "inspect", "bv"]);
     let v: serde_json::Value = serde_json::from_str(&insp).unwrap();
     assert_eq!(v[0]["Name"], "bv");
     assert_eq!(v[0]["Labels"]["a"], "b");
-    assert_eq!(ok(&["volume", "rm", "bv"]).trim(), "bv");
-    let o = berth(&["volume", "rm", "bv"]);
+    assert_eq!(d.berth_ok(&["volume", "rm", "bv"]).trim(), "bv");
+    let o = d.berth(&["volume", "rm", "bv"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no such volume"), "{}", stderr(&o));
-    ok(&["volume", "create"]);
-    let out = ok(&["volume", "prune", "-f"]);
+    d.berth_ok(&["volume", "create"]);
+    let out = d.berth_ok(&["volume", "prune", "-f"]);
     assert!(out.contains("Deleted Volumes:"), "{out}");
-    assert_eq!(ok(&["volume", "ls", "-q"]).trim(), "");
+    assert_eq!(d.berth_ok(&["volume", "ls", "-q"]).trim(), "");
 }
 
 #[test]

@@ -198,8 +198,13 @@ fn inspect_json(view: &ContainerView, exposed: &[String], network: &[String]) ->
             "Networks": {},
         },
     });
-    if !exposed.is_empty() {
-        v["Config"]["ExposedPorts"] = port_map(exposed, json!({}));
+    // The engine's list: the record's, or the image's for a container created before berth
+    // kept them. Docker leaves an empty set out.
+    if let Some(config) = v["Config"].as_object_mut() {
+        config.remove("ExposedPorts");
+        if !exposed.is_empty() {
+            config.insert("ExposedPorts".into(), port_map(exposed, json!({})));
+        }
     }
     // Logs are always kept in Docker's json-file format; clients (docker-py's run) read this.
     v["HostConfig"]["LogConfig"] = json!({"Type": "json-file", "Config": {}});
@@ -405,7 +410,7 @@ mod tests {
     #[test]
     fn create_body_reads_docker_cli_json() {
         let body = r#"{"Hostname":"","User":"","AttachStdin":true,"Tty":true,"OpenStdin":true,"StdinOnce":true,
-            "Env":null,"Cmd":["ls","-latr","/var/log/"],"Image":"alpine","Volumes":{},"WorkingDir":"","Entrypoint":null,
+            "Env":null,"Cmd":["ls","-latr","/var/log/"],"Image":"alpine","Volumes":{},"WorkingDir":"","Entrypoint":null,"ExposedPorts":{"53/udp":{},"80/tcp":{}},
             "Labels":{},"HostConfig":{"Binds":["/tmp/x:/var/log"],"NetworkMode":"default","PortBindings":{},
             "RestartPolicy":{"Name":"no","MaximumRetryCount":0},"AutoRemove":true,"CapAdd":null,"CapDrop":null,
             "ConsoleSize":[40,120],"Privileged":false,"UsernsMode":"","Mounts":null,"PidsLimit":null,"Ulimits":null},
@@ -413,6 +418,8 @@ mod tests {
         let b: CreateBody = serde_json::from_str(body).unwrap();
         assert_eq!(b.config.cmd, ["ls", "-latr", "/var/log/"]);
         assert!(b.config.tty && b.config.open_stdin);
+        let ports = b.config.exposed_ports.unwrap();
+        assert_eq!(ports.keys().collect::<Vec<_>>(), ["53/udp", "80/tcp"]);
         let h = b.host_config.unwrap();
         assert!(h.auto_remove);
         assert_eq!(h.binds, ["/tmp/x:/var/log"]);

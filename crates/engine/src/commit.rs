@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use berth_image::{CommitOptions, ImageError, ImageRunConfig as Config, Reference};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
-use crate::container::{ContainerConfig, HostConfig, Status};
+use crate::container::{ContainerConfig, Status};
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::fsat::{io_sys, sys};
@@ -199,13 +199,9 @@ impl Engine {
             .add(dir.as_fd(), OsStr::new(""), "./")
             .and_then(|_| walk.finish())
             .map_err(io_sys("read", &upper))?;
-        let image_ports = parent
-            .config
-            .config()
-            .as_ref()
-            .and_then(|c| c.exposed_ports().clone())
-            .unwrap_or_default();
-        let ports = exposed_ports(image_ports, &rec.host_config);
+        // moby's commit merges the container's Config, whose ExposedPorts are the
+        // request's and the image's since create.
+        let ports = self.exposed_ports(&rec);
         let opts = CommitOptions {
             reference: req.reference.as_deref(),
             changes: req.changes.clone(),
@@ -224,18 +220,6 @@ impl Engine {
             .map_err(crate::images::image_error)?;
         Ok(img.id.to_string())
     }
-}
-
-/// The ports a container exposes: its image's, and those it publishes (Docker adds `-p`
-/// and `--expose` ports to the container's `ExposedPorts`; berth keeps the published ones
-/// in the host config).
-fn exposed_ports(mut ports: Vec<String>, host: &HostConfig) -> Vec<String> {
-    for p in host.port_bindings.keys() {
-        if !ports.contains(p) {
-            ports.push(p.clone());
-        }
-    }
-    ports
 }
 
 /// The container's config in the image config's shape: the base of the committed image's.
@@ -264,11 +248,15 @@ fn container_config(c: &ContainerConfig, ports: &[String]) -> Config {
 fn container_config_json(c: &ContainerConfig, ports: &[String]) -> serde_json::Value {
     let mut v = serde_json::to_value(c).unwrap_or_default();
     if let Some(obj) = v.as_object_mut() {
-        let ports: serde_json::Map<String, serde_json::Value> = ports
-            .iter()
-            .map(|p| (p.clone(), serde_json::json!({})))
-            .collect();
-        obj.insert("ExposedPorts".into(), ports.into());
+        // Docker leaves an empty ExposedPorts out.
+        obj.remove("ExposedPorts");
+        if !ports.is_empty() {
+            let ports: serde_json::Map<String, serde_json::Value> = ports
+                .iter()
+                .map(|p| (p.clone(), serde_json::json!({})))
+                .collect();
+            obj.insert("ExposedPorts".into(), ports.into());
+        }
     }
     v
 }

@@ -53,6 +53,12 @@ pub struct ContainerConfig {
     pub stop_timeout: Option<i64>,
     #[serde(deserialize_with = "null_default")]
     pub volumes: BTreeMap<String, serde_json::Value>,
+    /// The ports the container exposes, Docker's `{"80/tcp": {}}`: the request's (`--expose`,
+    /// and `-p`'s, which the docker CLI puts here too) merged with the image's EXPOSE at
+    /// create. Always set in a record, even empty; `None` only in records written before
+    /// berth kept them, for which [`crate::Engine::exposed_ports`] reads the image's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 /// One entry of `HostConfig.Mounts` (`--mount`).

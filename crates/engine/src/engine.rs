@@ -373,11 +373,7 @@ impl Engine {
     /// is no process to signal (and, if cancelled, it is now exited).
     fn user_signal(&self, entry: &Entry, sig: i32) -> Result<bool> {
         let rec = entry.record();
-        let stop_signal = match rec.config.stop_signal.as_deref().filter(|s| !s.is_empty()) {
-            Some(s) => Some(parse_signal(s)?),
-            None => None,
-        };
-        let cancels = restart::signal_cancels(sig, stop_signal);
+        let cancels = restart::signal_cancels(sig, crate::ops::stop_signal(&rec)?);
         if !matches!(
             rec.state.status,
             Status::Running | Status::Paused | Status::Restarting
@@ -469,7 +465,7 @@ impl Engine {
             ));
         }
         let image = self.inner.images.resolve(&config.image)?;
-        setup::merge_image_config(&mut config, &image);
+        setup::merge_image_config(&mut config, &image)?;
         let maps = policy::check(&host_config, self.inner.cfg.userns.as_ref())?;
         let mut mount_points = mounts::requested(&config, &host_config)?;
         let mut argv: Vec<String> = config
@@ -1002,8 +998,6 @@ impl Engine {
             Some(s) => parse_signal(s)?,
             None => libc::SIGKILL,
         };
-        // A refused signal (a paused container takes only SIGKILL) changes nothing.
-        self.paused_signal_allowed(&entry, sig)?;
         if self.user_signal(&entry, sig)? {
             return Ok(());
         }
@@ -1023,12 +1017,12 @@ impl Engine {
         let conn = entry.io().monitor.clone();
         match conn {
             Some(c) if entry.record().is_running() => {
-                let paused = self.paused_signal_allowed(entry, sig)?;
+                let thaw = self.signal_thaws(&entry.record(), sig)?;
                 c.send(Kind::Signal, &sig.to_be_bytes())
                     .await
                     .map_err(|e| EngineError::System(format!("signalling the container: {e}")))?;
-                if paused {
-                    self.thaw_after_kill(entry).await;
+                if thaw {
+                    self.thaw_for_signal(entry).await;
                 }
                 Ok(())
             }
@@ -1076,8 +1070,7 @@ impl Engine {
 
     async fn stop_entry(&self, entry: &Entry, sig: i32, timeout: i64) -> Result<()> {
         let mut rx = entry.phase.subscribe();
-        // A refused signal (a paused container takes only SIGKILL) leaves 2 s before
-        // SIGKILL, as Docker does.
+        // A signal that could not be sent leaves 2 s before SIGKILL, as Docker does.
         let timeout = match self.signal(entry, sig).await {
             Ok(()) => timeout,
             Err(_) => 2,
@@ -1272,11 +1265,13 @@ impl Engine {
     }
 
     /// The container's exposed ports (`80/tcp`, `53/udp`), sorted: Docker's
-    /// `Config.ExposedPorts`, here its image's EXPOSE (`--expose` on the command line is
-    /// not kept: the record has no place for it yet). Reads the image's config: kept out
-    /// of [`Engine::inspect`], which the run path calls.
+    /// `Config.ExposedPorts`, kept in the record at create. A record written before berth
+    /// kept them has none: then its image's EXPOSE (what was exposed without `--expose`),
+    /// or nothing if the image was removed (`rmi -f`).
     pub fn exposed_ports(&self, rec: &ContainerRecord) -> Vec<String> {
-        // An image removed with `rmi -f` leaves the container without one: nothing exposed.
+        if let Some(ports) = &rec.config.exposed_ports {
+            return ports.keys().cloned().collect();
+        }
         let Ok(image) = self.inner.images.resolve(&rec.image_id) else {
             return Vec::new();
         };
@@ -1284,13 +1279,7 @@ impl Engine {
             .config
             .exposed_ports
             .iter()
-            .map(|p| {
-                if p.contains('/') {
-                    p.to_ascii_lowercase()
-                } else {
-                    format!("{p}/tcp")
-                }
-            })
+            .map(|p| setup::port_key(p))
             .collect();
         ports.sort();
         ports.dedup();

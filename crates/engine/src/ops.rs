@@ -9,11 +9,12 @@ pub use berth_runtime::CgroupStats;
 use berth_runtime::Runtime;
 use serde::Deserialize;
 
-use crate::container::Status;
+use crate::container::{ContainerRecord, Status};
 use crate::engine::Entry;
 use crate::error::{EngineError, Result};
 use crate::serde_util::null_default;
-use crate::{names, Engine};
+use crate::signal::parse_signal;
+use crate::{names, restart, Engine};
 
 /// One reading of a container's usage (what one `stats` JSON object is made of).
 #[derive(Debug, Clone)]
@@ -117,6 +118,14 @@ impl UpdateRequest {
     }
 }
 
+/// The container's own stop signal (`--stop-signal`, or the image's STOPSIGNAL), if any.
+pub(crate) fn stop_signal(rec: &ContainerRecord) -> Result<Option<i32>> {
+    match rec.config.stop_signal.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => Ok(Some(parse_signal(s)?)),
+        None => Ok(None),
+    }
+}
+
 impl Engine {
     pub(crate) fn runtime(&self) -> Runtime {
         Runtime::new(self.inner.cfg.exec_root.join("runtime"))
@@ -149,28 +158,36 @@ impl Engine {
             .map_err(|e| EngineError::System(e.to_string()))
     }
 
-    /// Whether the container is paused; an error for a signal other than SIGKILL, which a
-    /// frozen process would not see (Docker's rule). SIGKILL is followed by
-    /// [`Engine::thaw_after_kill`].
-    pub(crate) fn paused_signal_allowed(&self, entry: &Entry, sig: i32) -> Result<bool> {
-        if entry.record().state.status != Status::Paused {
+    /// Whether signal `sig`, sent to the container, must thaw it (moby's killWithSignal):
+    /// when it is paused and `sig` is one that ends its run (SIGKILL, its stop signal, or any
+    /// signal when it has none; [`restart::signal_cancels`]). Another signal stays pending
+    /// in the frozen processes until the user unpauses them.
+    pub(crate) fn signal_thaws(&self, rec: &ContainerRecord, sig: i32) -> Result<bool> {
+        if rec.state.status != Status::Paused {
             return Ok(false);
         }
-        if sig != libc::SIGKILL {
-            return Err(EngineError::Conflict(format!(
-                "Container {} is paused. Unpause the container before stopping or killing",
-                entry.id
-            )));
-        }
-        Ok(true)
+        Ok(restart::signal_cancels(sig, stop_signal(rec)?))
     }
 
-    /// Thaws a paused container just sent SIGKILL, so that its processes die (the v1
-    /// freezer holds even fatal signals).
-    pub(crate) async fn thaw_after_kill(&self, entry: &Entry) {
+    /// Thaws a paused container just sent a signal that ends it, so that the signal is
+    /// delivered (a frozen process sees none, SIGKILL included under the v1 freezer). As
+    /// moby on the runtime's resume: running again, with an `unpause` event.
+    pub(crate) async fn thaw_for_signal(&self, entry: &Entry) {
         let (rt, id) = (self.runtime(), entry.id.clone());
         if let Err(e) = Self::blocking(move || rt.resume(&id)).await {
-            tracing::warn!(id = %entry.id, error = %e, "thawing a killed paused container");
+            tracing::warn!(id = %entry.id, error = %e, "thawing a signalled paused container");
+            return;
+        }
+        // It may have exited meanwhile: then it stays exited.
+        let thawed = entry.update(|r| {
+            let paused = r.state.status == Status::Paused;
+            if paused {
+                r.state.status = Status::Running;
+            }
+            paused
+        });
+        if matches!(thawed, Ok(true)) {
+            self.emit(crate::events::Event::container(&entry.record(), "unpause"));
         }
     }
 
