@@ -1,6 +1,7 @@
-//! End to end through the real docker CLI (/usr/local/bin/docker) against `berth daemon`:
-//! top (with the container's and the host's uid), stats, rename, pause/unpause (the
-//! freezer) and update (live limits). The daemon helper is e2e_docker.rs's; the remapped
+//! End to end through the real docker CLI (/usr/local/bin/docker) and the `berth` client
+//! against `berth daemon` (the shared harness, tests/common): top (with the container's and
+//! the host's uid), stats, rename, pause/unpause (the freezer), kill and stop of a paused
+//! container, update (live limits), and exposed ports (inspect, ps, port). The remapped
 //! daemon reads account files from a temporary root (BERTH_ETC_ROOT), never the real /etc.
 
 use std::io::{Read, Write};
