@@ -910,5 +910,4 @@ mod tests {
         resolve_in_root(fd.as_fd(), Path::new("/out"), false, None).unwrap();
         assert!(root.join("etc-escape").is_dir());
     }
-
 }
