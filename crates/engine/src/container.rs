@@ -271,7 +271,7 @@ pub struct MountPoint {
 }
 
 /// Everything kept about one container, written atomically to `containers/<id>/config.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerRecord {
     pub id: String,
     /// Without the leading slash.

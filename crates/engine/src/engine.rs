@@ -173,10 +173,18 @@ impl Entry {
         self.rec.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Changes the record and writes it. A change of the run state only (started, exited,
+    /// paused...) is not fsynced: that keeps a millisecond per write off every start and
+    /// exit, and a power loss makes it moot (see [`store::Durability`]); any other change is.
     pub(crate) fn update<T>(&self, f: impl FnOnce(&mut ContainerRecord) -> T) -> Result<T> {
         let mut rec = self.rec.lock().unwrap_or_else(|e| e.into_inner());
+        let before = rec.clone();
         let out = f(&mut rec);
-        store::save(&self.paths, &rec)?;
+        store::save(
+            &self.paths,
+            &rec,
+            store::Durability::of_change(&before, &rec),
+        )?;
         Ok(out)
     }
 
@@ -561,7 +569,10 @@ impl Engine {
                 .images
                 .prepare_rootfs(&id, &rec.layers, rec.maps.as_ref())?;
             self.seed_volumes(&id, &mount_points)?;
-            entry.update(|r| r.mounts = mount_points)?;
+            entry.rec.lock().unwrap_or_else(|e| e.into_inner()).mounts = mount_points;
+            // The container exists from its first write on: that one is fsynced.
+            let rec = entry.record();
+            store::save(&entry.paths, &rec, store::Durability::Synced)?;
             Ok(())
         })();
         if let Err(e) = setup {

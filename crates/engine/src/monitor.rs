@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::logs::{self, Stream};
 use crate::proto::{self, ExitStatus, Kind};
-use crate::store::{write_atomic, SocketPath};
+use crate::store::{write_atomic_with, Durability, SocketPath};
 use crate::timefmt;
 
 /// What the daemon tells a monitor, in `DIR/monitor.json`.
@@ -295,7 +295,9 @@ fn serve(cfg: &MonitorConfig, launcher: &dyn Launcher) -> Result<(), String> {
         error: String::new(),
     };
     let json = serde_json::to_vec(&status).map_err(|e| e.to_string())?;
-    if let Err(e) = write_atomic(&cfg.exit_file, &json) {
+    // Read by a daemon restarted on this boot only; the exec root is usually a tmpfs
+    // (/run/berth), and after a power loss the run is gone anyway: no fsync.
+    if let Err(e) = write_atomic_with(&cfg.exit_file, &json, Durability::Buffered) {
         eprintln!("berth monitor: writing {}: {e}", cfg.exit_file.display());
     }
     launcher.delete(&cfg.id, cfg);

@@ -10,16 +10,49 @@ use std::path::{Path, PathBuf};
 use crate::container::ContainerRecord;
 use crate::error::{EngineError, Result};
 
+/// What a write must survive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// A power loss: the data reaches the disk before the rename (fsync, about a
+    /// millisecond here).
+    Synced,
+    /// Only readers on this boot: atomic for them, left to the page cache. For facts that
+    /// a power loss makes moot (a container's run state: after it every container is
+    /// stopped, and the daemon works their state out again when it starts).
+    Buffered,
+}
+
+impl Durability {
+    /// How a record changed from `before` to `after` must be written: buffered when only
+    /// its run state changed.
+    pub fn of_change(before: &ContainerRecord, after: &ContainerRecord) -> Durability {
+        let mut b = before.clone();
+        b.state = after.state.clone();
+        if b == *after {
+            Durability::Buffered
+        } else {
+            Durability::Synced
+        }
+    }
+}
+
 /// Writes `data` to `path` so that a reader sees either the old or the new content, never
 /// a mix: a temporary file in the same directory, fsynced, renamed over.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    write_atomic_with(path, data, Durability::Synced)
+}
+
+/// [`write_atomic`], fsynced or not.
+pub fn write_atomic_with(path: &Path, data: &[u8], durability: Durability) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durability == Durability::Synced {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if res.is_err() {
@@ -98,11 +131,11 @@ impl Paths {
     }
 }
 
-pub fn save(paths: &Paths, rec: &ContainerRecord) -> Result<()> {
+pub fn save(paths: &Paths, rec: &ContainerRecord, durability: Durability) -> Result<()> {
     let json = serde_json::to_vec_pretty(rec)
         .map_err(|e| EngineError::System(format!("encoding container record: {e}")))?;
     let path = paths.record();
-    write_atomic(&path, &json).map_err(|e| EngineError::io("write", path, e))
+    write_atomic_with(&path, &json, durability).map_err(|e| EngineError::io("write", path, e))
 }
 
 /// Every container record under `data_root/containers`. A record that cannot be read is
@@ -138,24 +171,9 @@ pub fn load_all(data_root: &Path) -> Result<Vec<ContainerRecord>> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn atomic_write_replaces_and_leaves_no_temp() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f.json");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-    }
-
-    #[test]
-    fn records_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let id = "ab".repeat(32);
-        let paths = Paths::new(dir.path(), &dir.path().join("exec"), &id);
-        std::fs::create_dir_all(&paths.dir).unwrap();
-        let rec = ContainerRecord {
-            id: id.clone(),
+    fn record(id: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: id.to_string(),
             name: "demo".into(),
             created: crate::timefmt::now(),
             image_ref: "busybox".into(),
@@ -172,8 +190,43 @@ mod tests {
             layers: vec!["sha256:11".into()],
             path: "sh".into(),
             args: vec!["-c".into(), "exit 3".into()],
-        };
-        save(&paths, &rec).unwrap();
+        }
+    }
+
+    #[test]
+    fn only_run_state_changes_are_buffered() {
+        let rec = record(&"ab".repeat(32));
+        let mut started = rec.clone();
+        started.state.status = crate::container::Status::Running;
+        started.state.pid = 42;
+        assert_eq!(Durability::of_change(&rec, &started), Durability::Buffered);
+        let mut renamed = started.clone();
+        renamed.name = "y".into();
+        assert_eq!(
+            Durability::of_change(&started, &renamed),
+            Durability::Synced
+        );
+        assert_eq!(Durability::of_change(&rec, &rec), Durability::Buffered);
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = "ab".repeat(32);
+        let paths = Paths::new(dir.path(), &dir.path().join("exec"), &id);
+        std::fs::create_dir_all(&paths.dir).unwrap();
+        let rec = record(&id);
+        save(&paths, &rec, Durability::Synced).unwrap();
         let back = load_all(dir.path()).unwrap();
         assert_eq!(back.len(), 1);
         assert_eq!(back[0].state, rec.state);
