@@ -51,6 +51,8 @@ pub enum ClientCommand {
     Start(StartArgs),
     /// Attach local standard input, output, and error streams to a running container
     Attach(AttachArgs),
+    /// Execute a command in a running container
+    Exec(crate::exec::ExecArgs),
     /// Fetch the logs of a container
     Logs(LogsArgs),
     /// Block until one or more containers stop, then print their exit codes
@@ -108,6 +110,7 @@ pub fn run(host: &str, cmd: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Run(a) => containers::run(&c, a),
         ClientCommand::Start(a) => containers::start(&c, a),
         ClientCommand::Attach(a) => containers::attach(&c, a),
+        ClientCommand::Exec(a) => crate::exec::exec(&c, a),
         ClientCommand::Logs(a) => containers::logs(&c, a),
         ClientCommand::Wait(a) => containers::wait(&c, a),
         ClientCommand::Stop(a) => containers::stop(&c, a),

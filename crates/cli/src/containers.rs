@@ -12,12 +12,13 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use crate::format::{ellipsis, human_duration, now_unix, short_id, Row, Template};
-use crate::http::{check, enc, enc_path, Body, Client, HttpError, Response};
+use crate::http::{enc, enc_path, Body, Client, HttpError, Response};
 use crate::runopts::ContainerOpts;
-use crate::stream::{self, Outcome, RawTerminal};
+use crate::session::{detach_keys, AttachSpec, Session};
+use crate::stream;
 
 /// docker's status when the failure is the CLI's or the daemon's, not the container's.
-const DAEMON_ERROR: u8 = 125;
+pub const DAEMON_ERROR: u8 = 125;
 
 #[derive(Args, Debug)]
 pub struct PsArgs {
@@ -544,7 +545,7 @@ fn run_container(c: &Client, a: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     let session = Session::open(c, &id, spec)?;
     c.call("POST", &format!("/containers/{id}/start"), Body::Empty)?;
-    session.finish(c, &id)
+    session.finish(c)
 }
 
 pub fn start(c: &Client, a: StartArgs) -> anyhow::Result<ExitCode> {
@@ -557,7 +558,7 @@ pub fn start(c: &Client, a: StartArgs) -> anyhow::Result<ExitCode> {
         let spec = AttachSpec::existing(&ct, a.interactive, true, &a.detach_keys)?;
         let session = Session::open(c, &id, spec)?;
         c.call("POST", &format!("/containers/{id}/start"), Body::Empty)?;
-        return session.finish(c, &id);
+        return session.finish(c);
     }
     call_each(c, "POST", &a.containers, "/start")
 }
@@ -569,12 +570,8 @@ pub fn attach(c: &Client, a: AttachArgs) -> anyhow::Result<ExitCode> {
     }
     let id = container_id(&ct)?;
     let spec = AttachSpec::existing(&ct, !a.no_stdin, a.sig_proxy, &a.detach_keys)?;
-    let tty = spec.tty;
-    let session = Session::open(c, &id, spec)?;
-    if tty {
-        resize(c, &id);
-    }
-    session.finish(c, &id)
+    // finish() sends the terminal's size first.
+    Session::open(c, &id, spec)?.finish(c)
 }
 
 /// The `Id` of a container's inspect answer.
@@ -583,158 +580,6 @@ fn container_id(ct: &Value) -> anyhow::Result<String> {
         .as_str()
         .map(str::to_string)
         .context("inspect answer has no Id")
-}
-
-/// `--detach-keys`, or docker's default.
-fn detach_keys(flag: &Option<String>) -> anyhow::Result<Vec<u8>> {
-    match flag.as_deref() {
-        None | Some("") => Ok(stream::DEFAULT_DETACH_KEYS.to_vec()),
-        Some(k) => stream::parse_detach_keys(k).map_err(anyhow::Error::msg),
-    }
-}
-
-/// What to attach and how.
-struct AttachSpec {
-    tty: bool,
-    stdin: bool,
-    stdout: bool,
-    stderr: bool,
-    /// The daemon removes the container at exit: wait for `removed`, not `next-exit`.
-    auto_remove: bool,
-    /// Forward the signals berth gets to the container (never with a tty: there, keys
-    /// like ctrl-c reach it as bytes).
-    sig_proxy: bool,
-    detach_keys: Vec<u8>,
-}
-
-impl AttachSpec {
-    /// Attaching to an existing container, from its inspect answer `ct`: stdout and stderr,
-    /// and stdin when `stdin` asks for it and the container keeps its stdin open.
-    fn existing(
-        ct: &Value,
-        stdin: bool,
-        sig_proxy: bool,
-        keys: &Option<String>,
-    ) -> anyhow::Result<AttachSpec> {
-        let flag = |v: &Value| v.as_bool().unwrap_or(false);
-        Ok(AttachSpec {
-            tty: flag(&ct["Config"]["Tty"]),
-            stdin: stdin && flag(&ct["Config"]["OpenStdin"]),
-            stdout: true,
-            stderr: true,
-            auto_remove: flag(&ct["HostConfig"]["AutoRemove"]),
-            sig_proxy,
-            detach_keys: detach_keys(keys)?,
-        })
-    }
-}
-
-/// An attached container: the hijacked stream, the pending wait, raw mode and signals.
-struct Session {
-    conn: crate::http::Conn,
-    early: Vec<u8>,
-    wait: Response,
-    tty: bool,
-    stdin: bool,
-    detach_keys: Vec<u8>,
-    _raw: Option<RawTerminal>,
-}
-
-impl Session {
-    /// Attaches, then asks for the exit status (docker's order: the wait is registered
-    /// before start so a quick exit is not missed), then sets up the terminal and signals.
-    fn open(c: &Client, id: &str, spec: AttachSpec) -> anyhow::Result<Session> {
-        let AttachSpec {
-            tty,
-            stdin,
-            stdout,
-            stderr,
-            auto_remove,
-            sig_proxy,
-            detach_keys,
-        } = spec;
-        let (conn, early) = c.hijack(&format!(
-            "/containers/{id}/attach?stream=1&stdin={}&stdout={}&stderr={}",
-            stdin as u8, stdout as u8, stderr as u8
-        ))?;
-        let condition = if auto_remove { "removed" } else { "next-exit" };
-        let wait = check(c.send(
-            "POST",
-            &format!("/containers/{id}/wait?condition={condition}"),
-            Body::Empty,
-            &[],
-        )?)?;
-        let raw = if tty && stdin && io::stdin().is_terminal() {
-            Some(RawTerminal::enable().context("cannot put the terminal in raw mode")?)
-        } else {
-            None
-        };
-        let (client, cid) = (c.clone(), id.to_string());
-        stream::watch_signals(sig_proxy && !tty, move |sig| {
-            if sig == nix::sys::signal::Signal::SIGWINCH {
-                if tty {
-                    resize(&client, &cid);
-                }
-            } else {
-                let _ = client.call(
-                    "POST",
-                    &format!("/containers/{cid}/kill?signal={}", sig.as_str()),
-                    Body::Empty,
-                );
-            }
-        })?;
-        Ok(Session {
-            conn,
-            early,
-            wait,
-            tty,
-            stdin,
-            detach_keys,
-            _raw: raw,
-        })
-    }
-
-    /// Pumps the streams until the container's output ends, then returns its exit status.
-    fn finish(self, c: &Client, id: &str) -> anyhow::Result<ExitCode> {
-        if self.tty {
-            resize(c, id);
-        }
-        let outcome = stream::pump(
-            self.conn,
-            self.early,
-            self.stdin,
-            self.tty,
-            self.detach_keys,
-        )
-        .context("attached stream failed")?;
-        drop(self._raw);
-        if outcome == Outcome::Detached {
-            return Ok(ExitCode::SUCCESS);
-        }
-        let status = self
-            .wait
-            .json()
-            .context("waiting for the container to exit")?;
-        if let Some(msg) = status["Error"]["Message"]
-            .as_str()
-            .filter(|m| !m.is_empty())
-        {
-            bail!("{msg}");
-        }
-        let code = status["StatusCode"].as_i64().unwrap_or(DAEMON_ERROR as i64);
-        Ok(ExitCode::from((code & 0xff) as u8))
-    }
-}
-
-/// Sends the terminal's size to the container's tty (errors ignored: it may have exited).
-fn resize(c: &Client, id: &str) {
-    if let Some((rows, cols)) = stream::terminal_size() {
-        let _ = c.call(
-            "POST",
-            &format!("/containers/{id}/resize?h={rows}&w={cols}"),
-            Body::Empty,
-        );
-    }
 }
 
 pub fn logs(c: &Client, a: LogsArgs) -> anyhow::Result<ExitCode> {

@@ -369,12 +369,13 @@ impl Client {
             .json()
     }
 
-    /// Opens a hijacked stream (`Upgrade: tcp`, answered by 101; a plain 200 also works).
-    pub fn hijack(&self, path: &str) -> Result<(Conn, Vec<u8>), HttpError> {
+    /// Opens a hijacked stream (`Upgrade: tcp`, answered by 101; a plain 200 also works)
+    /// with a POST of `body` (exec start takes one; attach none).
+    pub fn hijack(&self, path: &str, body: Body) -> Result<(Conn, Vec<u8>), HttpError> {
         let resp = self.send(
             "POST",
             path,
-            Body::Empty,
+            body,
             &[("Connection", "Upgrade"), ("Upgrade", "tcp")],
         )?;
         let resp = check(resp)?;
@@ -497,7 +498,9 @@ mod tests {
     fn hijack_keeps_bytes_read_past_the_headers() {
         let (c, _t, _d) =
             serve(b"HTTP/1.1 101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\nhello");
-        let (mut conn, early) = c.hijack("/containers/x/attach?stream=1").unwrap();
+        let (mut conn, early) = c
+            .hijack("/containers/x/attach?stream=1", Body::Empty)
+            .unwrap();
         let mut rest = Vec::new();
         conn.read_to_end(&mut rest).unwrap();
         assert_eq!([early, rest].concat(), b"hello");

@@ -154,24 +154,7 @@ impl ContainerOpts {
         console: Option<(u16, u16)>,
     ) -> anyhow::Result<Value> {
         let (attach_in, attach_out, attach_err) = self.attach_streams(detach)?;
-        let mut env = Vec::new();
-        for file in &self.env_files {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("cannot read env file {file}"))?;
-            for (n, line) in text.lines().enumerate() {
-                let line = line.trim_start();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                env.extend(
-                    env_entry(line, lookup_env)
-                        .with_context(|| format!("{file} line {}", n + 1))?,
-                );
-            }
-        }
-        for e in &self.env {
-            env.extend(env_entry(e, lookup_env)?);
-        }
+        let env = env_list(&self.env_files, &self.env, lookup_env)?;
         let mut binds = Vec::new();
         let mut volumes = Map::new();
         for v in &self.volumes {
@@ -314,6 +297,31 @@ fn parse_expose(e: &str) -> anyhow::Result<Vec<String>> {
         return Err(bad());
     }
     Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
+}
+
+/// The environment of `--env-file`s then `-e`s, as the docker CLI reads it: files first,
+/// a line each (blank lines and `#` comments skipped); see [`env_entry`] for each entry.
+pub fn env_list(
+    files: &[String],
+    env: &[String],
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read env file {file}"))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim_start();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            out.extend(env_entry(line, lookup).with_context(|| format!("{file} line {}", n + 1))?);
+        }
+    }
+    for e in env {
+        out.extend(env_entry(e, lookup)?);
+    }
+    Ok(out)
 }
 
 /// `KEY=VALUE` as is; `KEY` alone takes the value from here, or is left out when unset.

@@ -1,0 +1,203 @@
+//! End to end through the `berth` client against `berth daemon` (the shared harness,
+//! tests/common), checked against the real docker CLI on the same daemon: `berth exec`
+//! (user namespace, -u, -w, -e, --env-file, -i, -t, -d, exit codes, --privileged refused
+//! under remap, errors). The remapped
+//! daemon reads account files from a temporary root (BERTH_ETC_ROOT), never the real /etc.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::*;
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `berth ARGS` run under `script`, so that the client has a terminal; returns its output
+/// (without the CRs the terminals add) and its exit code.
+fn berth_in_terminal(d: &Daemon, args: &str) -> (String, Option<i32>) {
+    let cmd = format!("{BERTH} -H {} {args}", d.host());
+    let o = Command::new("timeout")
+        .args([TIMEOUT, "script", "-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (stdout(&o).replace('\r', ""), o.status.code())
+}
+
+#[test]
+fn berth_exec_under_remap() {
+    let d = Daemon::remapped();
+    d.import_busybox();
+    d.ok(&["run", "-d", "--name", "ctr", "busybox", "sleep", "1000"]);
+
+    // The exec joins the container's user namespace.
+    let map = d.berth_ok(&["exec", "ctr", "cat", "/proc/self/uid_map"]);
+    assert_eq!(
+        map.split_whitespace().collect::<Vec<_>>(),
+        ["0", "100000", "65536"]
+    );
+    assert_eq!(
+        d.berth_ok(&["exec", "-u", "1000", "ctr", "id", "-u"]),
+        "1000\n"
+    );
+    assert_eq!(
+        d.berth_ok(&["exec", "-u", "daemon:adm", "ctr", "id", "-g"]),
+        "4\n"
+    );
+    assert_eq!(d.berth_ok(&["exec", "-w", "/tmp", "ctr", "pwd"]), "/tmp\n");
+    assert_eq!(
+        d.berth_ok(&["exec", "-e", "A=1", "ctr", "sh", "-c", "echo $A"]),
+        "1\n"
+    );
+    let env_file = d.dir.join("exec.env");
+    std::fs::write(&env_file, "# a comment\nB=from-file\n\nA=overridden\n").unwrap();
+    assert_eq!(
+        d.berth_ok(&[
+            "exec",
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "-e",
+            "A=1",
+            "ctr",
+            "sh",
+            "-c",
+            "echo $A $B",
+        ]),
+        "1 from-file\n"
+    );
+    // Flags after the container are the command's.
+    assert_eq!(
+        d.berth_ok(&["exec", "ctr", "sh", "-c", "echo $0 $1", "-d", "-i"]),
+        "-d -i\n"
+    );
+    // stdout and stderr stay apart without a tty.
+    let o = d.berth(&["exec", "ctr", "sh", "-c", "echo out; echo err >&2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!((stdout(&o), stderr(&o)), ("out\n".into(), "err\n".into()));
+
+    // -i: stdin piped in, its end reaches the command.
+    let o = d.berth_stdin(&["exec", "-i", "ctr", "cat"], Some(b"piped\nin\n"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "piped\nin\n");
+    // Without -i the command's stdin is empty.
+    let o = d.berth_stdin(&["exec", "ctr", "cat"], Some(b"not sent\n"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
+
+    // -d: nothing printed, the command runs in the background.
+    let o = d.berth(&["exec", "-d", "ctr", "sh", "-c", "echo bg > /tmp/marker"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = d.berth(&["exec", "ctr", "cat", "/tmp/marker"]);
+        if o.status.success() {
+            assert_eq!(stdout(&o), "bg\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the detached exec never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Exit codes: the command's, and docker's for a command that cannot run.
+    let o = d.berth(&["exec", "ctr", "sh", "-c", "exit 7"]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    let o = d.berth(&["exec", "ctr", "nosuchcmd"]);
+    let docker = d.docker(&["exec", "ctr", "nosuchcmd"]);
+    assert!(
+        matches!(o.status.code(), Some(126 | 127)),
+        "{:?} {}",
+        o.status,
+        stderr(&o)
+    );
+    assert_eq!(o.status.code(), docker.status.code(), "{}", stderr(&docker));
+    assert!(
+        stderr(&o).contains("executable file not found"),
+        "{}",
+        stderr(&o)
+    );
+
+    // -t: a terminal inside, raw output, the exit code still comes through.
+    let (out, code) = berth_in_terminal(
+        &d,
+        "exec -it ctr sh -c 'test -t 0 && test -t 1 && echo tty-ok; exit 3'",
+    );
+    assert!(out.contains("tty-ok"), "{out}");
+    assert_eq!(code, Some(3), "{out}");
+    let (out, _) = berth_in_terminal(&d, "exec -t ctr sh -c 'echo out; echo err >&2'");
+    assert!(out.contains("out\nerr\n"), "{out:?}");
+    // -it without a terminal is refused before anything is created, as docker does.
+    let o = d.berth(&["exec", "-it", "ctr", "true"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("the input device is not a TTY"),
+        "{}",
+        stderr(&o)
+    );
+
+    // --privileged is refused under remap, with the daemon's message, as docker shows it.
+    let o = d.berth(&["exec", "--privileged", "ctr", "true"]);
+    let docker = d.docker(&["exec", "--privileged", "ctr", "true"]);
+    assert!(!o.status.success());
+    let msg = "Error response from daemon: privileged mode is incompatible with user namespaces.";
+    assert!(stderr(&o).contains(msg), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(stderr(&docker).trim()),
+        "berth: {}\ndocker: {}",
+        stderr(&o),
+        stderr(&docker)
+    );
+
+    // Errors like docker's.
+    let o = d.berth(&["exec", "nope", "true"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("Error response from daemon: No such container: nope"),
+        "{}",
+        stderr(&o)
+    );
+    d.ok(&["stop", "-t", "0", "ctr"]);
+    let o = d.berth(&["exec", "ctr", "true"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("Error response from daemon:") && stderr(&o).contains("is not running"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// `--privileged` works in a container that keeps the host's ids (`--userns=host`) on a
+/// remapped daemon: every capability the host gives.
+#[test]
+fn berth_exec_privileged_with_host_userns() {
+    let d = Daemon::remapped();
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hostids",
+        "--userns=host",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let all = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let out = d.berth_ok(&[
+        "exec",
+        "--privileged",
+        "hostids",
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
+    assert_eq!(out.split_whitespace().nth(1), Some(all.as_str()), "{out}");
+}
