@@ -83,6 +83,34 @@ pub struct ContainerOpts {
     /// Number of CPUs
     #[arg(long)]
     pub cpus: Option<f64>,
+    /// Swap limit equal to memory plus swap: -1 to enable unlimited swap
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long = "cpu-shares")]
+    pub cpu_shares: Option<i64>,
+    /// Limit CPU CFS (Completely Fair Scheduler) period
+    #[arg(long = "cpu-period")]
+    pub cpu_period: Option<i64>,
+    /// Limit CPU CFS (Completely Fair Scheduler) quota (-1 for none)
+    #[arg(long = "cpu-quota", allow_hyphen_values = true)]
+    pub cpu_quota: Option<i64>,
+    /// Restart policy to apply when a container exits (no, always, unless-stopped,
+    /// on-failure[:MAX-RETRIES])
+    #[arg(long)]
+    pub restart: Option<String>,
+    /// Mount a tmpfs directory (PATH[:OPTIONS], e.g. /run:size=64m,mode=1777)
+    #[arg(long = "tmpfs")]
+    pub tmpfs: Vec<String>,
+    /// PID namespace to use (host, or container:NAME)
+    #[arg(long)]
+    pub pid: Option<String>,
+    /// IPC mode to use (none, private, shareable, host, container:NAME)
+    #[arg(long)]
+    pub ipc: Option<String>,
+    /// UTS namespace to use (host)
+    #[arg(long)]
+    pub uts: Option<String>,
     /// Ulimit options (NAME=SOFT[:HARD])
     #[arg(long = "ulimit")]
     pub ulimits: Vec<String>,
@@ -231,6 +259,53 @@ impl ContainerOpts {
         if self.init {
             h.insert("Init".into(), json!(true));
         }
+        if let Some(m) = &self.memory_swap {
+            // -1 is unlimited swap; anything else a size, as docker's MemSwapBytes.
+            let bytes = if m == "-1" { -1 } else { parse_bytes(m)? };
+            h.insert("MemorySwap".into(), json!(bytes));
+        }
+        for (key, val) in [
+            ("CpuShares", self.cpu_shares),
+            ("CpuPeriod", self.cpu_period),
+            ("CpuQuota", self.cpu_quota),
+        ] {
+            if let Some(v) = val {
+                h.insert(key.into(), json!(v));
+            }
+        }
+        if let Some(r) = &self.restart {
+            let policy = parse_restart(r)?;
+            let none = matches!(policy["Name"].as_str(), Some("" | "no"));
+            if self.rm && !none {
+                bail!("conflicting options: cannot specify both --restart and --rm");
+            }
+            h.insert("RestartPolicy".into(), policy);
+        }
+        if !self.tmpfs.is_empty() {
+            // PATH[:OPTIONS]; the daemon checks both, as it does for the docker CLI.
+            let tmpfs: BTreeMap<&str, &str> = self
+                .tmpfs
+                .iter()
+                .map(|t| t.split_once(':').unwrap_or((t, "")))
+                .collect();
+            h.insert("Tmpfs".into(), json!(tmpfs));
+        }
+        if let Some(p) = &self.pid {
+            if !(p.is_empty() || p == "host" || is_container_ref(p)) {
+                bail!("--pid: invalid PID mode");
+            }
+            h.insert("PidMode".into(), json!(p));
+        }
+        if let Some(u) = &self.uts {
+            if !(u.is_empty() || u == "host") {
+                bail!("--uts: invalid UTS mode");
+            }
+            h.insert("UTSMode".into(), json!(u));
+        }
+        if let Some(i) = &self.ipc {
+            // The daemon knows the IPC modes (the docker CLI leaves them to it too).
+            h.insert("IpcMode".into(), json!(i));
+        }
         if let Some((rows, cols)) = console.filter(|_| self.tty) {
             h.insert("ConsoleSize".into(), json!([rows, cols]));
         }
@@ -270,6 +345,29 @@ impl ContainerOpts {
         }
         Ok(body)
     }
+}
+
+/// `--restart NAME[:MAX-RETRIES]` as the docker CLI reads it: the name is the daemon's to
+/// judge (no, always, unless-stopped, on-failure); the count must be a number.
+fn parse_restart(r: &str) -> anyhow::Result<Value> {
+    let (name, count) = r.split_once(':').unwrap_or((r, ""));
+    if name.is_empty() && r.contains(':') {
+        bail!("invalid restart policy format: no policy provided before colon");
+    }
+    let count: i64 = if count.is_empty() {
+        0
+    } else {
+        count.parse().map_err(|_| {
+            anyhow::anyhow!("invalid restart policy format: maximum retry count must be an integer")
+        })?
+    };
+    Ok(json!({"Name": name, "MaximumRetryCount": count}))
+}
+
+/// `container:NAME`, docker's way to share another container's namespace.
+fn is_container_ref(mode: &str) -> bool {
+    mode.strip_prefix("container:")
+        .is_some_and(|n| !n.is_empty())
 }
 
 /// `--expose PORT[-END][/PROTOCOL]` as the docker CLI reads it: each port of the range as
@@ -748,9 +846,94 @@ mod tests {
             (&["--expose", "http", "b"][..], "invalid range format"),
             (&["--expose", "90-80", "b"][..], "invalid range format"),
             (&["--expose", "70000", "b"][..], "invalid range format"),
+            (
+                &["--rm", "--restart", "always", "b"][..],
+                "conflicting options: cannot specify both --restart and --rm",
+            ),
+            (
+                &["--restart", "on-failure:x", "b"][..],
+                "maximum retry count must be an integer",
+            ),
+            (
+                &["--restart", ":3", "b"][..],
+                "no policy provided before colon",
+            ),
+            (&["--pid", "bogus", "b"][..], "--pid: invalid PID mode"),
+            (&["--pid", "container:", "b"][..], "--pid: invalid PID mode"),
+            (
+                &["--uts", "container:x", "b"][..],
+                "--uts: invalid UTS mode",
+            ),
+            (&["--memory-swap", "lots", "b"][..], "invalid size"),
         ] {
             let e = body(args).unwrap_err().to_string();
             assert!(e.contains(msg), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn restart_tmpfs_namespaces_and_cpu() {
+        let b = body(&[
+            "--restart",
+            "on-failure:2",
+            "--tmpfs",
+            "/x:size=1m,mode=1777",
+            "--tmpfs",
+            "/y",
+            "--pid",
+            "host",
+            "--ipc",
+            "shareable",
+            "--uts=host",
+            "--memory-swap",
+            "1g",
+            "-c",
+            "512",
+            "--cpu-period",
+            "100000",
+            "--cpu-quota",
+            "-1",
+            "busybox",
+        ])
+        .unwrap();
+        let h = &b["HostConfig"];
+        assert_eq!(
+            h["RestartPolicy"],
+            json!({"Name": "on-failure", "MaximumRetryCount": 2})
+        );
+        assert_eq!(h["Tmpfs"], json!({"/x": "size=1m,mode=1777", "/y": ""}));
+        assert_eq!(
+            (&h["PidMode"], &h["IpcMode"], &h["UTSMode"]),
+            (&json!("host"), &json!("shareable"), &json!("host"))
+        );
+        assert_eq!(h["MemorySwap"], 1i64 << 30);
+        assert_eq!(h["CpuShares"], 512);
+        assert_eq!(h["CpuPeriod"], 100_000);
+        assert_eq!(h["CpuQuota"], -1);
+
+        let b = body(&["--restart", "always", "--memory-swap=-1", "busybox"]).unwrap();
+        assert_eq!(
+            b["HostConfig"]["RestartPolicy"],
+            json!({"Name": "always", "MaximumRetryCount": 0})
+        );
+        assert_eq!(b["HostConfig"]["MemorySwap"], -1);
+        let b = body(&["--pid", "container:web", "--rm", "--restart", "no", "b"]).unwrap();
+        assert_eq!(b["HostConfig"]["PidMode"], "container:web");
+        assert_eq!(b["HostConfig"]["RestartPolicy"]["Name"], "no");
+        // Unset flags leave the daemon's defaults.
+        let b = body(&["busybox"]).unwrap();
+        for k in [
+            "RestartPolicy",
+            "Tmpfs",
+            "PidMode",
+            "IpcMode",
+            "UTSMode",
+            "MemorySwap",
+        ] {
+            assert_eq!(b["HostConfig"].get(k), None, "{k}");
+        }
+        for k in ["CpuShares", "CpuPeriod", "CpuQuota"] {
+            assert_eq!(b["HostConfig"].get(k), None, "{k}");
         }
     }
 

@@ -234,6 +234,14 @@ pub fn pump(
         } else {
             demux(&mut r, &mut io::stdout().lock(), &mut io::stderr().lock())
         };
+        // When the process ends before reading all the input we sent (say the EOF key a
+        // terminal sends as it closes), the daemon closes a socket with unread data and
+        // the kernel reports a reset here instead of the end, once all the output sent
+        // before it was read. That is the end too: the exit status says how it went.
+        let res = match res {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(()),
+            r => r,
+        };
         let _ = out_tx.send(res.map(|()| Outcome::Ended));
     });
     if stdin {

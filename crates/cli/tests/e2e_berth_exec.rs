@@ -1,7 +1,8 @@
 //! End to end through the `berth` client against `berth daemon` (the shared harness,
 //! tests/common), checked against the real docker CLI on the same daemon: `berth exec`
 //! (user namespace, -u, -w, -e, --env-file, -i, -t, -d, exit codes, --privileged refused
-//! under remap, errors). The remapped
+//! under remap, errors) and the `berth run`/`create` flags --restart, --tmpfs, --pid,
+//! --ipc, --uts, --memory-swap, --cpu-shares, --cpu-period and --cpu-quota. The remapped
 //! daemon reads account files from a temporary root (BERTH_ETC_ROOT), never the real /etc.
 
 use std::process::{Command, Stdio};
@@ -200,4 +201,138 @@ fn berth_exec_privileged_with_host_userns() {
         "/proc/self/status",
     ]);
     assert_eq!(out.split_whitespace().nth(1), Some(all.as_str()), "{out}");
+}
+
+/// The value at Go template `field` of `docker inspect NAME`.
+fn inspect(d: &Daemon, name: &str, field: &str) -> String {
+    d.ok(&["inspect", "-f", field, name]).trim().to_string()
+}
+
+#[test]
+fn berth_run_restart_tmpfs_namespaces_and_cpu() {
+    let d = Daemon::start(None, None);
+    d.import_busybox();
+
+    d.berth_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "onfail",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(
+        inspect(&d, "onfail", "{{json .HostConfig.RestartPolicy}}"),
+        r#"{"Name":"on-failure","MaximumRetryCount":2}"#
+    );
+    d.berth_ok(&[
+        "create",
+        "--name",
+        "always",
+        "--restart",
+        "always",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(
+        inspect(&d, "always", "{{.HostConfig.RestartPolicy.Name}}"),
+        "always"
+    );
+    // Refused as docker refuses them: by the CLI, or by the daemon.
+    let o = d.berth(&["run", "--rm", "--restart", "always", "busybox", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("conflicting options: cannot specify both --restart and --rm"),
+        "{}",
+        stderr(&o)
+    );
+    let o = d.berth(&["create", "--restart", "sometimes", "busybox", "true"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("Error response from daemon: invalid restart policy"),
+        "{}",
+        stderr(&o)
+    );
+
+    // --tmpfs PATH[:OPTS] is mounted, with its options.
+    let out = d.berth_ok(&[
+        "run",
+        "--rm",
+        "--tmpfs",
+        "/x:size=1m",
+        "--tmpfs",
+        "/y",
+        "busybox",
+        "sh",
+        "-c",
+        "grep -E ' /(x|y) ' /proc/mounts",
+    ]);
+    let x = out
+        .lines()
+        .find(|l| l.contains(" /x "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        x.starts_with("tmpfs /x tmpfs") && x.contains("size=1024k"),
+        "{out}"
+    );
+    assert!(out.contains("tmpfs /y tmpfs"), "{out}");
+
+    // --uts host: the host's name; --pid host: the host's processes.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let out = d.berth_ok(&["run", "--rm", "--uts", "host", "busybox", "hostname"]);
+    assert_eq!(out.trim(), host.trim());
+    let me = std::process::id().to_string();
+    let out = d.berth_ok(&["run", "--rm", "--pid=host", "busybox", "ls", "/proc"]);
+    assert!(out.split_whitespace().any(|p| p == me), "{out}");
+
+    d.berth_ok(&[
+        "create",
+        "--name",
+        "limits",
+        "--pid",
+        "host",
+        "--ipc",
+        "private",
+        "--uts",
+        "host",
+        "-m",
+        "64m",
+        "--memory-swap",
+        "128m",
+        "-c",
+        "512",
+        "--cpu-period",
+        "100000",
+        "--cpu-quota",
+        "50000",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(
+        inspect(
+            &d,
+            "limits",
+            "{{.HostConfig.PidMode}} {{.HostConfig.IpcMode}} {{.HostConfig.UTSMode}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}} {{.HostConfig.CpuShares}} {{.HostConfig.CpuPeriod}} {{.HostConfig.CpuQuota}}"
+        ),
+        "host private host 67108864 134217728 512 100000 50000"
+    );
+    d.berth_ok(&[
+        "create",
+        "--name",
+        "unlimited",
+        "--memory-swap",
+        "-1",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(inspect(&d, "unlimited", "{{.HostConfig.MemorySwap}}"), "-1");
+    let o = d.berth(&["create", "--pid", "bogus", "busybox", "true"]);
+    assert!(
+        stderr(&o).contains("--pid: invalid PID mode"),
+        "{}",
+        stderr(&o)
+    );
 }
