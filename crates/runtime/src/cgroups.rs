@@ -12,6 +12,8 @@
 
 use std::fs;
 use std::os::fd::AsFd;
+use std::os::fd::RawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -469,6 +471,69 @@ pub fn join(pl: &Placement, pid: i32) -> Result<()> {
 }
 
 /// [`join`] for every directory but the first `skip` (those the process was born in).
+/// The v1 directories of `pl` from `skip` on, split off for the process to join itself:
+/// their `tasks` files, opened for writing, and the directories left for [`join_from`].
+///
+/// Writing another process's pid to `cgroup.procs` takes the kernel's global
+/// threadgroup lock for writing, which waits for an RCU grace period: 2 to 8 ms on these
+/// machines, on every container start. A process writing `0` (itself) to a v1 `tasks` file
+/// is moved without that lock (kernel/cgroup: `cgroup_procs_write_start`), and a new
+/// container's init is a single thread: so the runtime opens the files and the init
+/// writes. The kernel checks permission against the opener (root), so the init may do it
+/// from inside its user namespace. cgroup2 has no such file: its directories stay with
+/// the runtime.
+pub fn self_join_files(
+    layout: &Layout,
+    pl: &Placement,
+    skip: usize,
+) -> Result<(Vec<fs::File>, Placement)> {
+    let unified = match layout {
+        Layout::V1 { unified, .. } => unified.as_deref(),
+        Layout::V2 { .. } => return Ok((Vec::new(), tail(pl, skip))),
+    };
+    let mut files = Vec::new();
+    let mut rest = Placement::default();
+    for d in pl.dirs.iter().skip(skip) {
+        if unified.is_some_and(|u| d.starts_with(u)) {
+            rest.dirs.push(d.clone());
+            continue;
+        }
+        let path = d.join("tasks");
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| Error::Cgroup {
+                reason: format!("open for the container's init: {e}"),
+                path,
+            })?;
+        files.push(f);
+    }
+    Ok((files, rest))
+}
+
+fn tail(pl: &Placement, skip: usize) -> Placement {
+    Placement {
+        dirs: pl.dirs.iter().skip(skip).cloned().collect(),
+        created: Vec::new(),
+    }
+}
+
+/// Moves the calling thread (a single-threaded process: the whole process) into the cgroup
+/// of each `tasks` file (see [`self_join_files`]). Async-signal-safe: the init calls it
+/// between clone and exec.
+pub fn join_self(tasks: &[RawFd]) -> std::result::Result<(), nix::errno::Errno> {
+    for fd in tasks {
+        // SAFETY: write(2) of a static two-byte buffer to a descriptor the runtime opened
+        // for us and keeps open until the init is running.
+        let n = unsafe { libc::write(*fd, b"0\n".as_ptr().cast(), 2) };
+        if n < 0 {
+            return Err(nix::errno::Errno::last());
+        }
+    }
+    Ok(())
+}
+
 pub fn join_from(pl: &Placement, pid: i32, skip: usize) -> Result<()> {
     for d in pl.dirs.iter().skip(skip) {
         write_file(d, "cgroup.procs", &pid.to_string())?;

@@ -308,8 +308,22 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
                 .into(),
         ));
     }
+    // Born in the cgroup2 directory when we can: one cgroup write (and its wait) less.
+    let v2_dir = (join_fds.is_empty() && rt.cgroups.first_is_v2())
+        .then(|| placement.dirs.first())
+        .flatten()
+        .map(|d| {
+            fs::File::open(d)
+                .map(OwnedFd::from)
+                .map_err(|e| Error::io("open cgroup", d, e))
+        })
+        .transpose()?;
+    // The v1 cgroups the init joins itself; the rest (cgroup2) we join it to.
+    let (cgroup_tasks, join_rest) =
+        cgroups::self_join_files(&rt.cgroups, &placement, usize::from(v2_dir.is_some()))?;
     let args = InitArgs {
         id,
+        cgroup_tasks: cgroup_tasks.iter().map(|f| f.as_raw_fd()).collect(),
         spec: &spec,
         bundle: &bundle,
         chan: &child_chan,
@@ -346,16 +360,6 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
                 .any(|m| m.typ().as_deref() == Some("cgroup")),
     };
     let clone_flags = flags & !late;
-    // Born in the cgroup2 directory when we can: one cgroup write (and its wait) less.
-    let v2_dir = (join_fds.is_empty() && rt.cgroups.first_is_v2())
-        .then(|| placement.dirs.first())
-        .flatten()
-        .map(|d| {
-            fs::File::open(d)
-                .map(OwnedFd::from)
-                .map_err(|e| Error::io("open cgroup", d, e))
-        })
-        .transpose()?;
     let pid = spawn(
         clone_flags,
         &join_fds,
@@ -370,6 +374,7 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
     drop(caller);
     drop(console_sock);
     drop(join_fds);
+    drop(cgroup_tasks);
 
     if let Some((uid, gid)) = &maps {
         write_maps(pid, uid, gid)?;
@@ -383,7 +388,7 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
         .map_err(|e| fail(format!("handshake: {e}")))?;
     // While the child mounts, put it in its cgroups; it waits for `Joined` before it
     // unshares its cgroup namespace and before it execs.
-    cgroups::join_from(&placement, pid, usize::from(v2_dir.is_some()))?;
+    cgroups::join_from(&join_rest, pid, 0)?;
     if let Some(adj) = process.oom_score_adj() {
         let p = format!("/proc/{pid}/oom_score_adj");
         fs::write(&p, adj.to_string()).map_err(|e| Error::io("set oom_score_adj", &p, e))?;

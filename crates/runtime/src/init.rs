@@ -21,6 +21,9 @@ use crate::terminal;
 /// What the init needs, prepared by the runtime before the fork.
 pub struct InitArgs<'a> {
     pub id: &'a str,
+    /// `tasks` files of the container's v1 cgroups, to join by writing `0` (see
+    /// `cgroups::self_join_files`).
+    pub cgroup_tasks: Vec<RawFd>,
     pub spec: &'a Spec,
     pub bundle: &'a Path,
     pub chan: &'a Channel,
@@ -138,6 +141,12 @@ fn close_runtime_end(fd: RawFd) {
 fn init(mut a: InitArgs) -> Result<Infallible> {
     close_runtime_end(a.runtime_end);
     non_dumpable();
+    crate::cgroups::join_self(&a.cgroup_tasks)
+        .map_err(|e| Error::sys("join the container's cgroups", e))?;
+    for fd in a.cgroup_tasks.drain(..) {
+        // SAFETY: closing our copies of the runtime's descriptors, used just above.
+        unsafe { libc::close(fd) };
+    }
     set_stdio(a.stdio)?;
     let go = a.chan.expect(Tag::Go).map_err(init_err)?;
     let host_pid: i32 = go.text.parse().unwrap_or(0);

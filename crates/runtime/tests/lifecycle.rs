@@ -71,6 +71,19 @@ fn create_start_kill_delete_leaves_nothing_behind() {
     assert!(Path::new(&unified).is_dir() && Path::new(&memory).is_dir());
     let procs = std::fs::read_to_string(format!("{memory}/cgroup.procs")).unwrap();
     assert_eq!(procs.trim(), pid.to_string());
+    // In every hierarchy: the v1 ones it joined itself (writing 0 to `tasks`) and cgroup2.
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for ctrl in ["memory", "cpu", "pids", "freezer", ""] {
+        let line = cgroups
+            .lines()
+            .find(|l| {
+                l.split(':')
+                    .nth(1)
+                    .is_some_and(|c| c.split(',').any(|c| c == ctrl))
+            })
+            .unwrap_or_else(|| panic!("no {ctrl:?} line in {cgroups}"));
+        assert!(line.ends_with(&format!("/berth-runtime/{id}")), "{line}");
+    }
 
     cli_ok(&b, &["start", &id]);
     assert_eq!(b.state(&id)["status"], "running");
