@@ -668,7 +668,10 @@ pub fn exec(rt: &Runtime, rec: &Record, process: &Process, opts: &ExecOptions) -
         _ => None,
     };
     let (parent_chan, child_chan) = Channel::pair().map_err(|e| Error::sys("socketpair", e))?;
+    // As the init does: the v1 cgroups it joins itself, cgroup2 we join it to.
+    let (cgroup_tasks, join_rest) = cgroups::self_join_files(&rt.cgroups, &rec.cgroups, 0)?;
     let args = ExecArgs {
+        cgroup_tasks: cgroup_tasks.iter().map(|f| f.as_raw_fd()).collect(),
         process,
         chan: &child_chan,
         runtime_end: parent_chan.raw(),
@@ -699,12 +702,13 @@ pub fn exec(rt: &Runtime, rec: &Record, process: &Process, opts: &ExecOptions) -
     .map_err(|e| with_id(e, &rec.id))?;
     drop(child_chan);
     drop(root);
+    drop(cgroup_tasks);
     let kill = |e: Error| {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
         let _ = waitpid(Pid::from_raw(pid), None);
         e
     };
-    cgroups::join(&rec.cgroups, pid).map_err(kill)?;
+    cgroups::join(&join_rest, pid).map_err(kill)?;
     let fail = |message: String| Error::Init {
         id: rec.id.clone(),
         message,

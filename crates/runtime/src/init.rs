@@ -116,6 +116,16 @@ fn set_stdio(stdio: Option<[RawFd; 3]>) -> Result<()> {
     Ok(())
 }
 
+/// Joins the cgroups whose `tasks` files the runtime opened for us, then closes them.
+fn join_own_cgroups(tasks: &mut Vec<RawFd>) -> Result<()> {
+    crate::cgroups::join_self(tasks).map_err(|e| Error::sys("join the container's cgroups", e))?;
+    for fd in tasks.drain(..) {
+        // SAFETY: closing our copies of the runtime's descriptors, used just above.
+        unsafe { libc::close(fd) };
+    }
+    Ok(())
+}
+
 fn non_dumpable() {
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
@@ -141,12 +151,7 @@ fn close_runtime_end(fd: RawFd) {
 fn init(mut a: InitArgs) -> Result<Infallible> {
     close_runtime_end(a.runtime_end);
     non_dumpable();
-    crate::cgroups::join_self(&a.cgroup_tasks)
-        .map_err(|e| Error::sys("join the container's cgroups", e))?;
-    for fd in a.cgroup_tasks.drain(..) {
-        // SAFETY: closing our copies of the runtime's descriptors, used just above.
-        unsafe { libc::close(fd) };
-    }
+    join_own_cgroups(&mut a.cgroup_tasks)?;
     set_stdio(a.stdio)?;
     let go = a.chan.expect(Tag::Go).map_err(init_err)?;
     let host_pid: i32 = go.text.parse().unwrap_or(0);
@@ -333,6 +338,8 @@ fn init_err(msg: String) -> Error {
 
 /// What an exec'd process needs.
 pub struct ExecArgs<'a> {
+    /// As [`InitArgs::cgroup_tasks`].
+    pub cgroup_tasks: Vec<RawFd>,
     pub process: &'a Process,
     pub chan: &'a Channel,
     pub runtime_end: RawFd,
@@ -351,9 +358,10 @@ pub fn run_exec(a: ExecArgs) -> ! {
     finish(chan, None, r)
 }
 
-fn exec_child(a: ExecArgs) -> Result<Infallible> {
+fn exec_child(mut a: ExecArgs) -> Result<Infallible> {
     close_runtime_end(a.runtime_end);
     non_dumpable();
+    join_own_cgroups(&mut a.cgroup_tasks)?;
     set_stdio(a.stdio)?;
     a.chan.expect(Tag::Go).map_err(init_err)?;
     nix::unistd::fchdir(a.root).map_err(|e| Error::sys("chdir to the container's root", e))?;

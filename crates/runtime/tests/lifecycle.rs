@@ -167,7 +167,7 @@ fn exec_joins_the_container() {
     create(&b, &id);
     cli_ok(&b, &["start", &id]);
     let out = b
-        .cmd(&["exec", &id, "sh", "-c", "cat /proc/self/uid_map; [ $(readlink /proc/self/ns/pid) = $(readlink /proc/1/ns/pid) ] && echo SAME_PID_NS; [ $(readlink /proc/self/ns/mnt) = $(readlink /proc/1/ns/mnt) ] && echo SAME_MNT_NS; cat /proc/1/cmdline; echo; ls /proc/self/fd | tr '\\n' ' '"])
+        .cmd(&["exec", &id, "sh", "-c", "cat /proc/self/uid_map; [ $(readlink /proc/self/ns/pid) = $(readlink /proc/1/ns/pid) ] && echo SAME_PID_NS; [ $(readlink /proc/self/ns/mnt) = $(readlink /proc/1/ns/mnt) ] && echo SAME_MNT_NS; [ \"$(cat /proc/self/cgroup)\" = \"$(cat /proc/1/cgroup)\" ] && echo SAME_CGROUPS; cat /proc/1/cmdline; echo; ls /proc/self/fd | tr '\\n' ' '"])
         .output()
         .unwrap();
     let text = ok_stdout(&out);
@@ -176,7 +176,9 @@ fn exec_joins_the_container() {
         "{text}"
     );
     assert!(
-        text.contains("SAME_PID_NS") && text.contains("SAME_MNT_NS"),
+        text.contains("SAME_PID_NS")
+            && text.contains("SAME_MNT_NS")
+            && text.contains("SAME_CGROUPS"),
         "{text}"
     );
     assert!(text.contains("sleep"), "{text}");
