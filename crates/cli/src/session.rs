@@ -112,73 +112,45 @@ impl Session {
             Body::Empty,
             &[],
         )?)?;
+        // The container starts after this returns: no resize or signal is missed.
+        let kill = (spec.sig_proxy && !spec.tty).then(|| format!("/containers/{id}/kill"));
+        let raw = terminal_and_signals(c, format!("/containers/{id}"), kill, &spec)?;
         let target = Target::Container {
             id: id.to_string(),
             wait,
         };
-        Session::attached(c, conn, early, target, spec)
+        Ok(Session::new(conn, early, target, spec, raw))
     }
 
     /// Starts exec `id` attached (`POST /exec/{id}/start`, hijacked): the exec's streams
     /// and which of them are wanted were fixed when it was created; `spec` says how to
     /// handle them here. No signals are forwarded, as with docker exec.
     pub fn start_exec(c: &Client, id: &str, spec: AttachSpec) -> anyhow::Result<Session> {
+        // Raw mode and the SIGWINCH handler first: the process starts with the request
+        // below, and a window change before the handler would be lost.
+        let raw = terminal_and_signals(c, format!("/exec/{id}"), None, &spec)?;
         let body = serde_json::json!({"Detach": false, "Tty": spec.tty});
         let (conn, early) = c.hijack(&format!("/exec/{id}/start"), Body::Json(body))?;
-        let spec = AttachSpec {
-            sig_proxy: false,
-            ..spec
-        };
         let target = Target::Exec { id: id.to_string() };
-        Session::attached(c, conn, early, target, spec)
+        Ok(Session::new(conn, early, target, spec, raw))
     }
 
-    /// The terminal in raw mode (a tty fed from ours), and the signal thread: SIGWINCH
-    /// resizes the tty, the others go to the container when `sig_proxy`.
-    fn attached(
-        c: &Client,
+    fn new(
         conn: Conn,
         early: Vec<u8>,
         target: Target,
         spec: AttachSpec,
-    ) -> anyhow::Result<Session> {
-        let AttachSpec {
-            tty,
-            stdin,
-            sig_proxy,
-            detach_keys,
-            ..
-        } = spec;
-        let raw = if tty && stdin && io::stdin().is_terminal() {
-            Some(RawTerminal::enable().context("cannot put the terminal in raw mode")?)
-        } else {
-            None
-        };
-        let (client, base) = (c.clone(), target.base());
-        let kill = match &target {
-            Target::Container { id, .. } => Some(format!("/containers/{id}/kill")),
-            Target::Exec { .. } => None,
-        };
-        let forward = sig_proxy && !tty && kill.is_some();
-        stream::watch_signals(forward, move |sig| {
-            if sig == Signal::SIGWINCH {
-                if tty {
-                    resize(&client, &base);
-                }
-            } else if let Some(kill) = &kill {
-                let path = format!("{kill}?signal={}", sig.as_str());
-                let _ = client.call("POST", &path, Body::Empty);
-            }
-        })?;
-        Ok(Session {
+        raw: Option<RawTerminal>,
+    ) -> Session {
+        Session {
             conn,
             early,
             target,
-            tty,
-            stdin,
-            detach_keys,
+            tty: spec.tty,
+            stdin: spec.stdin,
+            detach_keys: spec.detach_keys,
             raw,
-        })
+        }
     }
 
     /// Pumps the streams until the output ends, then returns the exit status of the
@@ -216,6 +188,34 @@ impl Session {
         };
         Ok(ExitCode::from((code & 0xff) as u8))
     }
+}
+
+/// The terminal in raw mode (a tty fed from ours), and the signal thread: SIGWINCH sends
+/// the new size to the tty at `base`; with `kill` (a container's kill endpoint) the other
+/// signals berth gets go there.
+fn terminal_and_signals(
+    c: &Client,
+    base: String,
+    kill: Option<String>,
+    spec: &AttachSpec,
+) -> anyhow::Result<Option<RawTerminal>> {
+    let raw = if spec.tty && spec.stdin && io::stdin().is_terminal() {
+        Some(RawTerminal::enable().context("cannot put the terminal in raw mode")?)
+    } else {
+        None
+    };
+    let (client, tty) = (c.clone(), spec.tty);
+    stream::watch_signals(kill.is_some(), move |sig| {
+        if sig == Signal::SIGWINCH {
+            if tty {
+                resize(&client, &base);
+            }
+        } else if let Some(kill) = &kill {
+            let path = format!("{kill}?signal={}", sig.as_str());
+            let _ = client.call("POST", &path, Body::Empty);
+        }
+    })?;
+    Ok(raw)
 }
 
 /// The exit code of a finished exec, from `GET /exec/{id}/json`.

@@ -169,6 +169,38 @@ fn berth_exec_under_remap() {
     );
 }
 
+/// `-t`: the exec's tty starts at the terminal's size and follows it (SIGWINCH → resize),
+/// under `script`'s terminal, resized with stty.
+#[test]
+fn berth_exec_tty_follows_the_terminal_size() {
+    let d = Daemon::start(None, None);
+    d.import_busybox();
+    d.ok(&["run", "-d", "--name", "ctr", "busybox", "sleep", "1000"]);
+    let script = d.dir.join("resize.sh");
+    let b = format!("{BERTH} -H {}", d.host());
+    std::fs::write(
+        &script,
+        format!(
+            r#"stty rows 30 cols 100
+{b} exec -t ctr stty size
+{b} exec -t ctr sh -c 'touch /tmp/ready; until [ "$(stty size)" = "40 120" ]; do sleep 0.05; done; echo resized' &
+until {b} exec ctr test -e /tmp/ready; do sleep 0.05; done
+stty rows 40 cols 120
+wait $!
+"#
+        ),
+    )
+    .unwrap();
+    let cmd = format!("sh {}", script.display());
+    let o = Command::new("timeout")
+        .args([TIMEOUT, "script", "-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = stdout(&o).replace('\r', "");
+    assert_eq!(out, "30 100\nresized\n", "{}", stderr(&o));
+}
+
 /// `--privileged` works in a container that keeps the host's ids (`--userns=host`) on a
 /// remapped daemon: every capability the host gives.
 #[test]
