@@ -439,9 +439,11 @@ fn port_shows_exposed_but_unpublished_ports() {
         .lines()
         .any(|l| l == "web "));
     // Publishing stays refused: berth has no bridge to publish from.
-    let o = d.docker(&["run", "--rm", "-p", "8080:80", "busybox", "true"]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("publishing ports"), "{}", stderr(&o));
+    for flag in ["-p=8080:80", "-P"] {
+        let o = d.docker(&["run", "--rm", flag, "busybox", "true"]);
+        assert!(!o.status.success(), "{flag}");
+        assert!(stderr(&o).contains("publishing ports"), "{}", stderr(&o));
+    }
 }
 
 /// moby's killWithSignal: a signal that ends the container's run (SIGKILL, its stop signal,

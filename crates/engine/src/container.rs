@@ -179,6 +179,9 @@ pub struct HostConfig {
     pub restart_policy: RestartPolicy,
     #[serde(deserialize_with = "null_default")]
     pub port_bindings: BTreeMap<String, serde_json::Value>,
+    /// `-P`: publish every exposed port (refused: berth has no bridge networking yet).
+    #[serde(deserialize_with = "null_default")]
+    pub publish_all_ports: bool,
     #[serde(deserialize_with = "null_default")]
     pub tmpfs: BTreeMap<String, String>,
     #[serde(deserialize_with = "null_default")]

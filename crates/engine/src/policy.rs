@@ -58,7 +58,7 @@ pub fn check(host: &HostConfig, daemon_maps: Option<&UsernsMaps>) -> Result<Opti
     if let Err(msg) = crate::restart::validate(&host.restart_policy, host.auto_remove) {
         return invalid(msg);
     }
-    if host.port_bindings.values().any(|v| !v.is_null()) {
+    if host.publish_all_ports || host.port_bindings.values().any(|v| !v.is_null()) {
         return invalid(
             "publishing ports needs bridge networking, which berth does not have yet: use --network=host or none".into(),
         );
@@ -242,6 +242,10 @@ mod tests {
             },
             HostConfig {
                 network_mode: "mynet".into(),
+                ..Default::default()
+            },
+            HostConfig {
+                publish_all_ports: true,
                 ..Default::default()
             },
             HostConfig {
