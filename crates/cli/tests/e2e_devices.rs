@@ -11,81 +11,56 @@ use common::*;
 const TRY_TUN: &str = "mknod /tmp/tun c 10 200 && echo MKNOD_OK; \
     (true < /tmp/tun) 2>/dev/null && echo OPENED || echo DENIED";
 
+/// Opens /dev/mytun for reading, then for writing.
+const READ_NOT_WRITE: &str =
+    "(true < /dev/mytun) && echo READ_OK; (true > /dev/mytun) 2>/dev/null || echo WRITE_DENIED";
+
+/// `run --rm FLAGS busybox sh -c SCRIPT` through the docker CLI, or berth's.
+fn sh(d: &Daemon, berth: bool, flags: &[&str], script: &str) -> String {
+    let mut args = vec!["run", "--rm"];
+    args.extend(flags);
+    args.extend(["busybox", "sh", "-c", script]);
+    if berth {
+        d.berth_ok(&args)
+    } else {
+        d.ok(&args)
+    }
+}
+
 #[test]
 fn devices_outside_the_defaults_are_denied_unless_privileged() {
     let d = Daemon::start(None, None);
     d.import_busybox();
-    let out = d.ok(&["run", "--rm", "busybox", "sh", "-c", TRY_TUN]);
-    assert_eq!(out, "MKNOD_OK\nDENIED\n");
+    assert_eq!(sh(&d, false, &[], TRY_TUN), "MKNOD_OK\nDENIED\n");
     // The defaults stay usable.
-    let out = d.ok(&[
-        "run",
-        "--rm",
-        "busybox",
-        "sh",
-        "-c",
-        "echo x > /dev/null && head -c1 /dev/zero | wc -c && head -c1 /dev/urandom | wc -c && echo OK",
-    ]);
-    assert_eq!(out, "1\n1\nOK\n");
-    let out = d.ok(&[
-        "run",
-        "--rm",
-        "-t",
-        "busybox",
-        "sh",
-        "-c",
-        "tty >/dev/null && echo TTY_OK",
-    ]);
-    assert_eq!(out.trim(), "TTY_OK");
-    let out = d.ok(&[
-        "run",
-        "--rm",
-        "--privileged",
-        "busybox",
-        "sh",
-        "-c",
-        TRY_TUN,
-    ]);
-    assert_eq!(out, "MKNOD_OK\nOPENED\n");
-    // And, as in Docker, it sees the host's devices.
-    let out = d.ok(&[
-        "run",
-        "--rm",
-        "--privileged",
-        "busybox",
-        "sh",
-        "-c",
-        "test -c /dev/net/tun && test -c /dev/null && echo HOST_DEVICES",
-    ]);
-    assert_eq!(out, "HOST_DEVICES\n");
+    let defaults = "echo x > /dev/null && head -c1 /dev/zero | wc -c && \
+                    head -c1 /dev/urandom | wc -c && echo OK";
+    assert_eq!(sh(&d, false, &[], defaults), "1\n1\nOK\n");
+    let tty = sh(&d, false, &["-t"], "tty >/dev/null && echo TTY_OK");
+    assert_eq!(tty.trim(), "TTY_OK");
+    assert_eq!(
+        sh(&d, false, &["--privileged"], TRY_TUN),
+        "MKNOD_OK\nOPENED\n"
+    );
+    // And, as in Docker, a privileged container sees the host's devices.
+    let host = "test -c /dev/net/tun && test -c /dev/null && echo HOST_DEVICES";
+    assert_eq!(sh(&d, false, &["--privileged"], host), "HOST_DEVICES\n");
 }
 
 #[test]
 fn device_and_device_cgroup_rule_open_what_they_name() {
     let d = Daemon::start(None, None);
     d.import_busybox();
-    let out = d.ok(&[
-        "run",
-        "--rm",
-        "--device",
-        "/dev/net/tun:/dev/mytun:r",
-        "busybox",
-        "sh",
-        "-c",
-        "ls -l /dev/mytun | cut -c1; (true < /dev/mytun) && echo READ_OK; (true > /dev/mytun) 2>/dev/null || echo WRITE_DENIED",
-    ]);
+    let mytun = ["--device", "/dev/net/tun:/dev/mytun:r"];
+    let out = sh(
+        &d,
+        false,
+        &mytun,
+        &format!("ls -l /dev/mytun | cut -c1; {READ_NOT_WRITE}"),
+    );
     assert_eq!(out, "c\nREAD_OK\nWRITE_DENIED\n");
-    let out = d.ok(&[
-        "run",
-        "--rm",
-        "--device-cgroup-rule",
-        "c 10:200 rw",
-        "busybox",
-        "sh",
-        "-c",
-        TRY_TUN,
-    ]);
-    assert_eq!(out, "MKNOD_OK\nOPENED\n");
+    let rule = ["--device-cgroup-rule", "c 10:200 rw"];
+    assert_eq!(sh(&d, false, &rule, TRY_TUN), "MKNOD_OK\nOPENED\n");
     let o = d.docker(&[
         "run",
         "--rm",
@@ -101,19 +76,11 @@ fn device_and_device_cgroup_rule_open_what_they_name() {
         stderr(&o)
     );
     // The same through berth's own CLI.
-    let out = d.berth_ok(&[
-        "run",
-        "--rm",
-        "--device",
-        "/dev/net/tun:/dev/mytun:r",
-        "--device-cgroup-rule",
-        "c 1:11 r",
-        "busybox",
-        "sh",
-        "-c",
-        "(true < /dev/mytun) && echo READ_OK; (true > /dev/mytun) 2>/dev/null || echo WRITE_DENIED",
-    ]);
-    assert_eq!(out, "READ_OK\nWRITE_DENIED\n");
+    let flags = [&mytun[..], &["--device-cgroup-rule", "c 1:11 r"]].concat();
+    assert_eq!(
+        sh(&d, true, &flags, READ_NOT_WRITE),
+        "READ_OK\nWRITE_DENIED\n"
+    );
     let id = d.ok(&["create", "--device", "/dev/net/tun", "busybox", "true"]);
     let inspect = d.ok(&["inspect", "-f", "{{json .HostConfig.Devices}}", id.trim()]);
     assert!(

@@ -46,6 +46,22 @@ pub struct CommitOptions<'a> {
     pub container_config_json: Option<serde_json::Value>,
 }
 
+/// `user`'s entries followed by those of `base` it lacks (`base`'s alone when `user` has
+/// none): moby's merge of ExposedPorts and Volumes.
+fn union(user: &Option<Vec<String>>, base: &Option<Vec<String>>) -> Option<Vec<String>> {
+    let mut out = user.clone().unwrap_or_default();
+    for b in base.iter().flatten() {
+        if !out.contains(b) {
+            out.push(b.clone());
+        }
+    }
+    if out.is_empty() {
+        base.clone()
+    } else {
+        Some(out)
+    }
+}
+
 /// Docker's merge (moby daemon/commit.go): completes `user` (the requested config, changes
 /// applied) with what it lacks from `base` (the container's config).
 pub fn merge(user: &mut Config, base: &Config) {
@@ -54,17 +70,7 @@ pub fn merge(user: &mut Config, base: &Config) {
     if empty(user.user()) {
         user.set_user(base.user().clone());
     }
-    if empty_list(user.exposed_ports()) {
-        user.set_exposed_ports(base.exposed_ports().clone());
-    } else if let Some(base_ports) = base.exposed_ports() {
-        let mut ports = user.exposed_ports().clone().unwrap_or_default();
-        for p in base_ports {
-            if !ports.contains(p) {
-                ports.push(p.clone());
-            }
-        }
-        user.set_exposed_ports(Some(ports));
-    }
+    user.set_exposed_ports(union(user.exposed_ports(), base.exposed_ports()));
     if empty_list(user.env()) {
         user.set_env(base.env().clone());
     } else if let Some(base_env) = base.env() {
@@ -93,17 +99,7 @@ pub fn merge(user: &mut Config, base: &Config) {
     if empty(user.working_dir()) {
         user.set_working_dir(base.working_dir().clone());
     }
-    if empty_list(user.volumes()) {
-        user.set_volumes(base.volumes().clone());
-    } else if let Some(base_vols) = base.volumes() {
-        let mut vols = user.volumes().clone().unwrap_or_default();
-        for v in base_vols {
-            if !vols.contains(v) {
-                vols.push(v.clone());
-            }
-        }
-        user.set_volumes(Some(vols));
-    }
+    user.set_volumes(union(user.volumes(), base.volumes()));
     if empty(user.stop_signal()) {
         user.set_stop_signal(base.stop_signal().clone());
     }

@@ -10,13 +10,10 @@ use serde_json::json;
 
 use common::{cid, ok_stdout, Bundle};
 
-#[test]
-fn pure_v2_layout_places_the_container_and_its_cgroup_namespace() {
-    let mut b = Bundle::new("brt-v2", true);
-    b.script("cat /proc/self/cgroup; ls /sys/fs/cgroup/cgroup.procs");
-    b.write();
-    let id = cid("v2");
-    let out = Command::new("unshare")
+/// `berth-runtime run` of the bundle in a private mount namespace where /sys/fs/cgroup is
+/// a cgroup2 mount (the layout a pure v2 host has).
+fn run_on_pure_v2(b: &Bundle, id: &str) -> std::process::Output {
+    Command::new("unshare")
         .args(["-m", "--propagation", "private", "sh", "-c"])
         .arg(format!(
             "mount -t cgroup2 none /sys/fs/cgroup && {} --root {} run --bundle {} {}",
@@ -26,7 +23,16 @@ fn pure_v2_layout_places_the_container_and_its_cgroup_namespace() {
             id
         ))
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn pure_v2_layout_places_the_container_and_its_cgroup_namespace() {
+    let mut b = Bundle::new("brt-v2", true);
+    b.script("cat /proc/self/cgroup; ls /sys/fs/cgroup/cgroup.procs");
+    b.write();
+    let id = cid("v2");
+    let out = run_on_pure_v2(&b, &id);
     let text = ok_stdout(&out);
     // Its own cgroup is the root of its cgroup namespace, and it sees a fresh cgroup2 mount.
     // (The v1 hierarchies are listed too: they exist kernel-wide, mounted or not.)
@@ -58,17 +64,7 @@ fn pure_v2_device_rules_are_enforced_by_a_bpf_program() {
     );
     b.write();
     let id = cid("v2dev");
-    let out = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c"])
-        .arg(format!(
-            "mount -t cgroup2 none /sys/fs/cgroup && {} --root {} run --bundle {} {}",
-            env!("CARGO_BIN_EXE_berth-runtime"),
-            b.state_root.display(),
-            b.bundle.display(),
-            id
-        ))
-        .output()
-        .unwrap();
+    let out = run_on_pure_v2(&b, &id);
     let text = ok_stdout(&out);
     for want in ["READ_OK", "WRITE_DENIED", "LOOP_DENIED", "DEFAULT_OK"] {
         assert!(text.lines().any(|l| l == want), "{want} not in:\n{text}");
