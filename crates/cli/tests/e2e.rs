@@ -5,14 +5,10 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 mod common;
 use common::*;
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// `berth import` of the busybox fixture as `name`: the client prints the new image's id.
 fn berth_import_busybox(d: &Daemon, name: &str) {

@@ -84,6 +84,22 @@ fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// `docker cp ctr:LINK/secret` out of container `ctr`, where LINK leads to `dir`, a path
+/// that both the host and the container have, each with its own `secret`: the container's
+/// comes out.
+fn cp_out_through_a_link_reads_the_container(d: &Daemon, dir: &Path, link: &str) {
+    write_file(dir, "secret", "host\n");
+    let write = format!("echo container > {}/secret", dir.display());
+    d.ok(&["exec", "ctr", "sh", "-c", &write]);
+    let dst = d.dir.join("dst");
+    std::fs::create_dir_all(&dst).unwrap();
+    d.ok(&["cp", &format!("ctr:{link}/secret"), dst.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(dst.join("secret")).unwrap(),
+        "container\n"
+    );
+}
+
 #[test]
 fn cp_through_a_named_volume_of_a_stopped_and_a_running_container() {
     let d = Daemon::remapped();
@@ -348,21 +364,7 @@ fn symlinks_in_a_volume_do_not_lead_out_of_the_root() {
         "inside\n"
     );
     // Reading through the links stays inside too.
-    write_file(&outside, "secret", "host\n");
-    d.ok(&[
-        "exec",
-        "ctr",
-        "sh",
-        "-c",
-        &format!("echo container > {hd}/secret"),
-    ]);
-    let dst = d.dir.join("dst");
-    std::fs::create_dir_all(&dst).unwrap();
-    d.ok(&["cp", "ctr:/data/abs/secret", dst.to_str().unwrap()]);
-    assert_eq!(
-        std::fs::read_to_string(dst.join("secret")).unwrap(),
-        "container\n"
-    );
+    cp_out_through_a_link_reads_the_container(&d, &outside, "/data/abs");
     d.ok(&["rm", "-f", "ctr"]);
     assert_eq!(mount_points_under(&d.dir), Vec::<String>::new());
 }
@@ -421,12 +423,7 @@ fn cp_into_a_remapped_container_is_owned_by_the_mapped_root() {
         .starts_with("root:"));
     // A missing path is a 404 with Docker's message.
     let out = d.docker(&["cp", "ctr:/nonexistent", dst.to_str().unwrap()]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Could not find the file /nonexistent"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_fails(&out, "Could not find the file /nonexistent");
     d.ok(&["rm", "-f", "ctr"]);
 }
 
@@ -465,21 +462,7 @@ fn cp_follows_symlinks_inside_the_root_only() {
         d.ok(&["exec", "ctr", "rm", &format!("{hd}/f")]);
     }
     // Reading through a link also stays inside.
-    std::fs::write(host_dir.join("secret"), "host\n").unwrap();
-    d.ok(&[
-        "exec",
-        "ctr",
-        "sh",
-        "-c",
-        &format!("echo container > {hd}/secret"),
-    ]);
-    let dst = d.dir.join("dst");
-    std::fs::create_dir_all(&dst).unwrap();
-    d.ok(&["cp", "ctr:/rel/secret", dst.to_str().unwrap()]);
-    assert_eq!(
-        std::fs::read_to_string(dst.join("secret")).unwrap(),
-        "container\n"
-    );
+    cp_out_through_a_link_reads_the_container(&d, &host_dir, "/rel");
     d.ok(&["rm", "-f", "ctr"]);
 }
 

@@ -5,23 +5,16 @@
 //! --ipc, --uts, --memory-swap, --cpu-shares, --cpu-period and --cpu-quota. The remapped
 //! daemon reads account files from a temporary root (BERTH_ETC_ROOT), never the real /etc.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 use common::*;
 
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// `berth ARGS` run under `script`, so that the client has a terminal; returns its output
 /// (without the CRs the terminals add) and its exit code.
 fn berth_in_terminal(d: &Daemon, args: &str) -> (String, Option<i32>) {
-    let cmd = format!("{BERTH} -H {} {args}", d.host());
-    let o = Command::new("timeout")
-        .args([TIMEOUT, "script", "-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::null())
+    let o = d
+        .in_terminal(&format!("{BERTH} -H {} {args}", d.host()))
         .output()
         .unwrap();
     (stdout(&o).replace('\r', ""), o.status.code())
@@ -114,11 +107,7 @@ fn berth_exec_under_remap() {
         stderr(&o)
     );
     assert_eq!(o.status.code(), docker.status.code(), "{}", stderr(&docker));
-    assert!(
-        stderr(&o).contains("executable file not found"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, "executable file not found");
 
     // -t: a terminal inside, raw output, the exit code still comes through.
     let (out, code) = berth_in_terminal(
@@ -131,19 +120,13 @@ fn berth_exec_under_remap() {
     assert!(out.contains("out\nerr\n"), "{out:?}");
     // -it without a terminal is refused before anything is created, as docker does.
     let o = d.berth(&["exec", "-it", "ctr", "true"]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("the input device is not a TTY"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, "the input device is not a TTY");
 
     // --privileged is refused under remap, with the daemon's message, as docker shows it.
     let o = d.berth(&["exec", "--privileged", "ctr", "true"]);
     let docker = d.docker(&["exec", "--privileged", "ctr", "true"]);
-    assert!(!o.status.success());
     let msg = "Error response from daemon: privileged mode is incompatible with user namespaces.";
-    assert!(stderr(&o).contains(msg), "{}", stderr(&o));
+    assert_fails(&o, msg);
     assert!(
         stderr(&o).contains(stderr(&docker).trim()),
         "berth: {}\ndocker: {}",
@@ -153,20 +136,11 @@ fn berth_exec_under_remap() {
 
     // Errors like docker's.
     let o = d.berth(&["exec", "nope", "true"]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("Error response from daemon: No such container: nope"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, "Error response from daemon: No such container: nope");
     d.ok(&["stop", "-t", "0", "ctr"]);
     let o = d.berth(&["exec", "ctr", "true"]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("Error response from daemon:") && stderr(&o).contains("is not running"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, "Error response from daemon:");
+    assert_fails(&o, "is not running");
 }
 
 /// `-t`: the exec's tty starts at the terminal's size and follows it (SIGWINCH → resize),
@@ -191,10 +165,8 @@ wait $!
         ),
     )
     .unwrap();
-    let cmd = format!("sh {}", script.display());
-    let o = Command::new("timeout")
-        .args([TIMEOUT, "script", "-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::null())
+    let o = d
+        .in_terminal(&format!("sh {}", script.display()))
         .output()
         .unwrap();
     let out = stdout(&o).replace('\r', "");
@@ -235,11 +207,6 @@ fn berth_exec_privileged_with_host_userns() {
     assert_eq!(out.split_whitespace().nth(1), Some(all.as_str()), "{out}");
 }
 
-/// The value at Go template `field` of `docker inspect NAME`.
-fn inspect(d: &Daemon, name: &str, field: &str) -> String {
-    d.ok(&["inspect", "-f", field, name]).trim().to_string()
-}
-
 #[test]
 fn berth_run_restart_tmpfs_namespaces_and_cpu() {
     let d = Daemon::start(None, None);
@@ -257,7 +224,7 @@ fn berth_run_restart_tmpfs_namespaces_and_cpu() {
         "1000",
     ]);
     assert_eq!(
-        inspect(&d, "onfail", "{{json .HostConfig.RestartPolicy}}"),
+        d.inspect("onfail", "{{json .HostConfig.RestartPolicy}}"),
         r#"{"Name":"on-failure","MaximumRetryCount":2}"#
     );
     d.berth_ok(&[
@@ -270,24 +237,18 @@ fn berth_run_restart_tmpfs_namespaces_and_cpu() {
         "true",
     ]);
     assert_eq!(
-        inspect(&d, "always", "{{.HostConfig.RestartPolicy.Name}}"),
+        d.inspect("always", "{{.HostConfig.RestartPolicy.Name}}"),
         "always"
     );
     // Refused as docker refuses them: by the CLI, or by the daemon.
     let o = d.berth(&["run", "--rm", "--restart", "always", "busybox", "true"]);
     assert_eq!(o.status.code(), Some(125));
-    assert!(
-        stderr(&o).contains("conflicting options: cannot specify both --restart and --rm"),
-        "{}",
-        stderr(&o)
+    assert_fails(
+        &o,
+        "conflicting options: cannot specify both --restart and --rm",
     );
     let o = d.berth(&["create", "--restart", "sometimes", "busybox", "true"]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("Error response from daemon: invalid restart policy"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, "Error response from daemon: invalid restart policy");
 
     // --tmpfs PATH[:OPTS] is mounted, with its options.
     let out = d.berth_ok(&[
@@ -344,9 +305,7 @@ fn berth_run_restart_tmpfs_namespaces_and_cpu() {
         "true",
     ]);
     assert_eq!(
-        inspect(
-            &d,
-            "limits",
+        d.inspect("limits",
             "{{.HostConfig.PidMode}} {{.HostConfig.IpcMode}} {{.HostConfig.UTSMode}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}} {{.HostConfig.CpuShares}} {{.HostConfig.CpuPeriod}} {{.HostConfig.CpuQuota}}"
         ),
         "host private host 67108864 134217728 512 100000 50000"
@@ -360,11 +319,7 @@ fn berth_run_restart_tmpfs_namespaces_and_cpu() {
         "busybox",
         "true",
     ]);
-    assert_eq!(inspect(&d, "unlimited", "{{.HostConfig.MemorySwap}}"), "-1");
+    assert_eq!(d.inspect("unlimited", "{{.HostConfig.MemorySwap}}"), "-1");
     let o = d.berth(&["create", "--pid", "bogus", "busybox", "true"]);
-    assert!(
-        stderr(&o).contains("--pid: invalid PID mode"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, "--pid: invalid PID mode");
 }

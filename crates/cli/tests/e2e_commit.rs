@@ -1,6 +1,7 @@
 //! End to end through the real docker CLI against `berth daemon`: `docker commit` (moby's
 //! TestUsernsCommit round trip), `docker diff` and `docker export`.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
@@ -73,14 +74,7 @@ fn diff_and_export() {
     }
     let tar = d.dir.join("export.tar");
     d.ok(&["export", "-o", tar.to_str().unwrap(), "ctr"]);
-    let listing = Command::new("tar")
-        .arg("-tvf")
-        .arg(&tar)
-        .arg("--numeric-owner")
-        .output()
-        .unwrap();
-    assert!(listing.status.success());
-    let listing = String::from_utf8_lossy(&listing.stdout);
+    let listing = tar_listing(&tar);
     let line = |name: &str| {
         listing
             .lines()
@@ -103,13 +97,6 @@ fn diff_and_export() {
     d.ok(&["rm", "-f", "ctr"]);
 }
 
-fn now() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
-}
-
 /// The committed image's config blob, as stored (Docker's extra fields included).
 fn config_blob(d: &Daemon, image: &str) -> serde_json::Value {
     let id = d.ok(&["image", "inspect", "-f", "{{.Id}}", image]);
@@ -118,24 +105,25 @@ fn config_blob(d: &Daemon, image: &str) -> serde_json::Value {
     serde_json::from_slice(&raw).unwrap()
 }
 
-/// `tar -tv` of the image's top layer, read from berth's content store (the uncompressed
-/// layer's blob digest is its diff id).
-fn top_layer_listing(d: &Daemon, image: &str) -> String {
+/// The image's top layer in berth's content store (the uncompressed layer's blob digest
+/// is its diff id).
+fn top_layer(d: &Daemon, image: &str) -> PathBuf {
     let layers = d.ok(&["image", "inspect", "-f", "{{json .RootFS.Layers}}", image]);
     let layers: Vec<String> = serde_json::from_str(layers.trim()).unwrap();
-    let hex = layers
-        .last()
-        .unwrap()
-        .trim_start_matches("sha256:")
-        .to_string();
+    let hex = layers.last().unwrap().trim_start_matches("sha256:");
+    d.dir.join("data/content/sha256").join(hex)
+}
+
+/// `tar -tv --numeric-owner` of the archive at `tar`.
+fn tar_listing(tar: &Path) -> String {
     let out = Command::new("tar")
         .arg("-tvf")
-        .arg(d.dir.join("data/content/sha256").join(hex))
+        .arg(tar)
         .arg("--numeric-owner")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stdout(&out)
 }
 
 #[test]
@@ -225,8 +213,7 @@ fn commit_takes_the_containers_config_then_the_changes() {
     // A container of the committed image exposes what the image does.
     d.ok(&["create", "--name", "from3", "img:3"]);
     assert_eq!(
-        d.ok(&["inspect", "-f", "{{json .Config.ExposedPorts}}", "from3"])
-            .trim(),
+        d.inspect("from3", "{{json .Config.ExposedPorts}}"),
         r#"{"9090/udp":{}}"#
     );
     d.ok(&["rm", "from3"]);
@@ -247,26 +234,12 @@ fn commit_pauses_a_running_container_unless_told_not_to() {
         "-c",
         "echo up > /up; while true; do sleep 1; done",
     ]);
-    let status = || {
-        d.ok(&["inspect", "-f", "{{.State.Status}}", "live"])
-            .trim()
-            .to_string()
-    };
+    let status = || d.inspect("live", "{{.State.Status}}");
     let actions = |t0: &str, t1: &str| {
-        d.ok(&[
-            "events",
-            "--since",
-            t0,
-            "--until",
-            t1,
-            "--filter",
-            "container=live",
-            "--format",
-            "{{.Action}}",
-        ])
-        .split_whitespace()
-        .map(String::from)
-        .collect::<Vec<_>>()
+        d.events(t0, t1, &["container=live"], "{{.Action}}")
+            .split_whitespace()
+            .map(String::from)
+            .collect::<Vec<_>>()
     };
     // The loop has written /up once the container runs its loop (bounded wait).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -339,20 +312,7 @@ fn file_capabilities_survive_commit_under_remap() {
     d.ok(&["commit", "caps", "caps:1"]);
 
     // In the layer: revision 2 (no namespace root), the same sets.
-    let layers = d.ok(&[
-        "image",
-        "inspect",
-        "-f",
-        "{{json .RootFS.Layers}}",
-        "caps:1",
-    ]);
-    let layers: Vec<String> = serde_json::from_str(layers.trim()).unwrap();
-    let hex = layers
-        .last()
-        .unwrap()
-        .trim_start_matches("sha256:")
-        .to_string();
-    let blob = std::fs::File::open(d.dir.join("data/content/sha256").join(hex)).unwrap();
+    let blob = std::fs::File::open(top_layer(&d, "caps:1")).unwrap();
     let mut ar = tar::Archive::new(blob);
     let mut cap = None;
     for e in ar.entries().unwrap() {
@@ -409,7 +369,7 @@ fn hard_links_stay_links_in_commit_and_export() {
         "echo data > /h1 && mkdir /d && ln /h1 /d/h2 && ln /h1 /h3",
     ]);
     d.ok(&["commit", "links", "links:1"]);
-    let listing = top_layer_listing(&d, "links:1");
+    let listing = tar_listing(&top_layer(&d, "links:1"));
     let line = |name: &str| {
         listing
             .lines()
@@ -435,8 +395,7 @@ fn hard_links_stay_links_in_commit_and_export() {
 
     let tar = d.dir.join("export.tar");
     d.ok(&["export", "-o", tar.to_str().unwrap(), "links"]);
-    let out = Command::new("tar").arg("-tvf").arg(&tar).output().unwrap();
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let listing = tar_listing(&tar);
     assert!(
         listing.lines().any(|l| l.ends_with("h1 link to d/h2")),
         "{listing}"
@@ -487,14 +446,7 @@ fn bad_references_and_changes_write_nothing() {
 #[test]
 fn committed_image_shows_comment_and_parent_and_is_tagged_before_the_commit_event() {
     let d = Daemon::start(None, None);
-    let tar = berth_testkit::busybox_tar();
-    d.ok(&[
-        "import",
-        "-m",
-        "from a tarball",
-        tar.to_str().unwrap(),
-        "busybox",
-    ]);
+    d.import_busybox_as("busybox", &["-m", "from a tarball"]);
     let base = d
         .ok(&["image", "inspect", "-f", "{{.Id}}", "busybox"])
         .trim()
@@ -525,15 +477,12 @@ fn committed_image_shows_comment_and_parent_and_is_tagged_before_the_commit_even
     assert_eq!(parent_of(id), base.as_str());
     assert_eq!(parent_of(&base), "");
 
-    let events = d.ok(&[
-        "events",
-        "--since",
+    let events = d.events(
         &t0,
-        "--until",
         &t1,
-        "--format",
+        &[],
         "{{.Type}} {{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}}",
-    ]);
+    );
     assert_eq!(
         events.lines().collect::<Vec<_>>(),
         [

@@ -440,15 +440,10 @@ fn tty_through_a_pty() {
     let d = Daemon::start(None, None);
     d.import_busybox();
     let cmd = format!(
-        "{DOCKER} -H unix://{} run -it --rm busybox sh -c 'test -t 0 && test -t 1 && echo tty-ok; exit 5'",
-        d.sock.display()
+        "{DOCKER} -H {} run -it --rm busybox sh -c 'test -t 0 && test -t 1 && echo tty-ok; exit 5'",
+        d.host()
     );
-    let o = Command::new("timeout")
-        .args([TIMEOUT, "script", "-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::null())
-        .env("DOCKER_CONFIG", d.dir.join("docker-config"))
-        .output()
-        .unwrap();
+    let o = d.in_terminal(&cmd).output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("tty-ok"), "{out}\n{}", stderr(&o));
     assert_eq!(o.status.code(), Some(5), "{out}");
@@ -474,12 +469,7 @@ fn restart_keeps_containers_and_the_lock_refuses_a_second_daemon() {
         .arg(d.dir.join("daemon.json"))
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("in use by another berth daemon"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails(&out, "in use by another berth daemon");
 
     // A running container survives the daemon's restart under its monitor.
     d.ok(&[
@@ -695,16 +685,10 @@ fn socket_activation_and_tcp_listeners() {
 fn images_import_changes_save_load_and_rmi() {
     let d = Daemon::start(None, None);
     d.import_busybox();
-    let tar = berth_testkit::busybox_tar();
-    d.ok(&[
-        "import",
-        "-c",
-        r#"CMD ["echo", "from-cmd"]"#,
-        "-c",
-        "ENV GREETING=hi",
-        tar.to_str().unwrap(),
+    d.import_busybox_as(
         "withcmd:v1",
-    ]);
+        &["-c", r#"CMD ["echo", "from-cmd"]"#, "-c", "ENV GREETING=hi"],
+    );
     assert_eq!(d.ok(&["run", "--rm", "withcmd:v1"]), "from-cmd\n");
     assert_eq!(
         d.ok(&["run", "--rm", "withcmd:v1", "sh", "-c", "echo $GREETING"]),
@@ -727,8 +711,7 @@ fn images_import_changes_save_load_and_rmi() {
     // With another tag left, rmi only untags (as Docker); the last one is refused.
     assert!(d.ok(&["rmi", "alpine"]).contains("Untagged: alpine:latest"));
     let o = d.docker(&["rmi", "busybox"]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("in use"), "{}", stderr(&o));
+    assert_fails(&o, "in use");
     d.ok(&["rm", "user"]);
     let saved = d.dir.join("saved.tar");
     d.ok(&["save", "-o", saved.to_str().unwrap(), "busybox"]);
@@ -793,31 +776,17 @@ fn exec_in_a_running_container() {
     );
 
     let cmd = format!(
-        "{DOCKER} -H unix://{} exec -it box sh -c 'test -t 0 && echo tty-ok'",
-        d.sock.display()
+        "{DOCKER} -H {} exec -it box sh -c 'test -t 0 && echo tty-ok'",
+        d.host()
     );
-    let o = Command::new("timeout")
-        .args([TIMEOUT, "script", "-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::null())
-        .env("DOCKER_CONFIG", d.dir.join("docker-config"))
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("tty-ok"),
-        "{}",
-        stderr(&o)
-    );
+    let o = d.in_terminal(&cmd).output().unwrap();
+    assert!(stdout(&o).contains("tty-ok"), "{}", stderr(&o));
 
     let o = d.docker(&["exec", "box", "nosuchcmd"]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("executable file not found"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, "executable file not found");
     d.ok(&["stop", "-t", "0", "box"]);
     let o = d.docker(&["exec", "box", "true"]);
-    assert!(stderr(&o).contains("is not running"), "{}", stderr(&o));
+    assert_fails(&o, "is not running");
 }
 
 /// The CapEff line of /proc/self/status, as a process in container `name` sees it.
@@ -936,8 +905,7 @@ fn default_seccomp_profile_and_unconfined() {
         "mkdir",
         "/x",
     ]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("Permission denied"), "{}", stderr(&o));
+    assert_fails(&o, "Permission denied");
     d.ok(&[
         "run",
         "--rm",
@@ -982,12 +950,8 @@ fn caps_the_host_lacks_late_failures_and_dead_monitors() {
     std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o755)).unwrap();
     let vol = format!("{}:/bad", bad.display());
     let o = d.docker(&["run", "--rm", "-v", &vol, "busybox", "/bad"]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("exec /bad") && stderr(&o).contains("Exec format error"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, "exec /bad");
+    assert_fails(&o, "Exec format error");
 
     let init_of = |d: &Daemon, name: &str| -> i32 {
         d.ok(&["inspect", "-f", "{{.State.Pid}}", name])

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -13,11 +13,6 @@ use berth_testkit::registry::TestRegistry;
 
 mod common;
 use common::*;
-
-fn now() -> String {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
-}
 
 fn json_lines(out: &str) -> Vec<Value> {
     out.lines()
@@ -47,16 +42,6 @@ fn names(events: &[Value]) -> Vec<String> {
 
 const JSON: &str = "{{json .}}";
 
-/// `docker events --since T0 --until T1 --filter F... --format FORMAT`: the buffered events.
-fn replay(d: &Daemon, t0: &str, t1: &str, filters: &[&str], format: &str) -> String {
-    let mut args = vec!["events", "--since", t0, "--until", t1];
-    for f in filters {
-        args.extend(["--filter", f]);
-    }
-    args.extend(["--format", format]);
-    d.ok(&args)
-}
-
 #[test]
 fn run_replays_create_attach_start_die_destroy() {
     let d = Daemon::start(None, None);
@@ -75,7 +60,7 @@ fn run_replays_create_attach_start_die_destroy() {
     d.ok(&["create", "--name", "ev2", "busybox", "true"]);
     d.ok(&["rm", "ev1", "ev2"]);
     let t1 = now();
-    let out = replay(&d, &t0, &t1, &["container=ev1"], JSON);
+    let out = d.events(&t0, &t1, &["container=ev1"], JSON);
     let evs = json_lines(&out);
     assert_eq!(
         actions(&evs),
@@ -99,8 +84,7 @@ fn run_replays_create_attach_start_die_destroy() {
     }
     assert_eq!(evs[3]["Actor"]["Attributes"]["exitCode"], "0");
     // Filters combine: only the die events, across both containers by label.
-    let out = replay(
-        &d,
+    let out = d.events(
         &t0,
         &t1,
         &["event=die", "label=tier=front"],
@@ -109,8 +93,7 @@ fn run_replays_create_attach_start_die_destroy() {
     assert_eq!(out.trim(), "die ev1");
     // A bad filter is refused with the reason.
     let o = d.docker(&["events", "--until", &t1, "--filter", "colour=red"]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("invalid filter"), "{}", stderr(&o));
+    assert_fails(&o, "invalid filter");
 }
 
 #[test]
@@ -162,11 +145,11 @@ fn live_stream_sees_a_start_and_images_tag_untag() {
     let saved = d.dir.join("saved.tar");
     d.ok(&["save", "-o", saved.to_str().unwrap(), "busybox"]);
     let t1 = now();
-    let out = replay(&d, &t0, &t1, &["type=image"], JSON);
+    let out = d.events(&t0, &t1, &["type=image"], JSON);
     let evs = json_lines(&out);
     assert_eq!(actions(&evs), ["tag", "untag", "save"], "{out}");
-    let id = d.ok(&["inspect", "-f", "{{.Id}}", "busybox"]);
-    let id = id.trim();
+    let id = d.inspect("busybox", "{{.Id}}");
+    let id = id.as_str();
     for e in &evs {
         assert_eq!(e["Actor"]["ID"], id, "{e}");
     }
@@ -198,8 +181,7 @@ fn exec_and_volume_events() {
     d.ok(&["run", "--rm", "-v", "evvol:/data:ro", "busybox", "true"]);
     d.ok(&["volume", "rm", "evvol"]);
     let t1 = now();
-    let out = replay(
-        &d,
+    let out = d.events(
         &t0,
         &t1,
         &[
@@ -225,16 +207,14 @@ fn exec_and_volume_events() {
     assert!(evs
         .iter()
         .all(|e| &e["Actor"]["Attributes"]["execID"] == exec_id));
-    let out = replay(
-        &d,
+    let out = d.events(
         &t0,
         &t1,
         &["container=ex", "event=commit"],
         "{{.Actor.Attributes.imageID}}",
     );
     assert_eq!(out.trim(), image_id.trim());
-    let out = replay(
-        &d,
+    let out = d.events(
         &t0,
         &t1,
         &["volume=evvol"],
@@ -254,20 +234,13 @@ fn exec_and_volume_events() {
 fn image_events_import_tag_push_untag_pull_save_delete_load() {
     let reg = TestRegistry::start(false);
     let d = Daemon::start(None, None);
-    let tar = berth_testkit::busybox_tar();
     let saved = d.dir.join("saved.tar");
     let remote = format!("{}/evbox:1", reg.addr);
     let repo = format!("{}/evbox", reg.addr);
     let t0 = now();
-    d.ok(&[
-        "import",
-        "-c",
-        "LABEL tier=front",
-        tar.to_str().unwrap(),
-        "evbox",
-    ]);
-    let id = d.ok(&["inspect", "-f", "{{.Id}}", "evbox"]);
-    let id = id.trim();
+    d.import_busybox_as("evbox", &["-c", "LABEL tier=front"]);
+    let id = d.inspect("evbox", "{{.Id}}");
+    let id = id.as_str();
     d.ok(&["tag", "evbox", &remote]);
     d.ok(&["push", &remote]);
     d.ok(&["rmi", &remote]);
@@ -277,7 +250,7 @@ fn image_events_import_tag_push_untag_pull_save_delete_load() {
     d.ok(&["load", "-i", saved.to_str().unwrap()]);
     let t1 = now();
 
-    let out = replay(&d, &t0, &t1, &["type=image"], JSON);
+    let out = d.events(&t0, &t1, &["type=image"], JSON);
     let evs = json_lines(&out);
     let mut acts = actions(&evs);
     // `rmi -f` untags each reference (evbox, the registry tag and its digest) once.
@@ -306,7 +279,7 @@ fn image_events_import_tag_push_untag_pull_save_delete_load() {
     }
 
     // The image filter takes a repository without its tag, as dockerd's does.
-    let out = replay(&d, &t0, &t1, &[&format!("image={repo}")], "{{.Action}}");
+    let out = d.events(&t0, &t1, &[&format!("image={repo}")], "{{.Action}}");
     assert_eq!(out, "tag\npush\npull\n");
 
     // `--until` alone replays what the buffer holds up to then.

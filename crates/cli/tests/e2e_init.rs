@@ -23,10 +23,8 @@ fn init_is_pid_1_and_passes_signals_on() {
         "run", "-d", "--init", "--name", "sl", "busybox", "sleep", "300",
     ]);
     d.ok(&["stop", "-t", "60", "sl"]);
-    let code = d.ok(&["inspect", "-f", "{{.State.ExitCode}}", "sl"]);
-    assert_eq!(code.trim(), "143");
-    let init = d.ok(&["inspect", "-f", "{{.HostConfig.Init}}", "sl"]);
-    assert_eq!(init.trim(), "true");
+    assert_eq!(d.inspect("sl", "{{.State.ExitCode}}"), "143");
+    assert_eq!(d.inspect("sl", "{{.HostConfig.Init}}"), "true");
     d.ok(&["rm", "sl"]);
 }
 
@@ -72,10 +70,5 @@ fn daemon_init_is_the_default_and_a_container_may_decline() {
     d.config = r#"{"init-path": "/nonexistent/berth-init"}"#.into();
     d.restart();
     let o = d.docker(&["run", "--rm", "--init", "busybox", "true"]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("/nonexistent/berth-init"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, "/nonexistent/berth-init");
 }

@@ -62,8 +62,7 @@ fn top_under_remap_shows_container_and_host_uids() {
     assert_eq!(cols[1], pid.trim(), "PID is the host's: {out}");
     // ps_args berth cannot honour are refused with a reason.
     let o = d.docker(&["top", "box", "aux"]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("ps_args"), "{}", stderr(&o));
+    assert_fails(&o, "ps_args");
     d.ok(&["rm", "-f", "box"]);
     let o = d.docker(&["top", "box"]);
     assert!(!o.status.success());
@@ -137,8 +136,7 @@ fn stats_rename_pause_and_update() {
     assert!(!d.docker(&["inspect", "s1"]).status.success());
     d.ok(&["create", "--name", "other", "busybox", "true"]);
     let o = d.docker(&["rename", "s2", "other"]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("already in use"), "{}", stderr(&o));
+    assert_fails(&o, "already in use");
     let o = d.docker(&["rename", "s2", "bad/name"]);
     assert!(
         stderr(&o).contains("Invalid container name"),
@@ -256,14 +254,7 @@ fn berth_client_top_stats_rename_pause_update() {
 fn port_shows_exposed_but_unpublished_ports() {
     let mut d = Daemon::start(None, None);
     d.import_busybox();
-    let tar = berth_testkit::busybox_tar();
-    d.ok(&[
-        "import",
-        "--change",
-        "EXPOSE 80 53/udp",
-        tar.to_str().unwrap(),
-        "web",
-    ]);
+    d.import_busybox_as("web", &["--change", "EXPOSE 80 53/udp"]);
     d.ok(&["run", "-d", "--name", "web", "web", "sleep", "1000"]);
     d.ok(&["run", "-d", "--name", "plain", "busybox", "sleep", "1000"]);
     d.ok(&[
@@ -478,17 +469,7 @@ fn kill_and_stop_reach_a_paused_container() {
     d.ok(&["kill", "-s", "TERM", "pk"]);
     assert_eq!(d.ok(&["wait", "pk"]).trim(), "143");
     assert_eq!(state("pk"), "exited 143");
-    let actions = d.ok(&[
-        "events",
-        "--since",
-        &t0,
-        "--until",
-        &now(),
-        "--filter",
-        "container=pk",
-        "--format",
-        "{{.Action}}",
-    ]);
+    let actions = d.events(&t0, &now(), &["container=pk"], "{{.Action}}");
     let actions: Vec<&str> = actions.split_whitespace().collect();
     for a in ["kill", "unpause", "die"] {
         assert!(actions.contains(&a), "{a}: {actions:?}");
@@ -516,17 +497,7 @@ fn kill_and_stop_reach_a_paused_container() {
     assert_eq!(d.berth_ok(&["wait", "pb"]).trim(), "143");
 }
 
-/// Unix time with nanoseconds, for `events --since/--until`.
-fn now() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
-}
-
 /// `docker inspect -f '{{json FIELD}}' NAME`.
 fn inspect_json(d: &Daemon, field: &str, name: &str) -> String {
-    d.ok(&["inspect", "-f", &format!("{{{{json {field}}}}}"), name])
-        .trim()
-        .to_string()
+    d.inspect(name, &format!("{{{{json {field}}}}}"))
 }

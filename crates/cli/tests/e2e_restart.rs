@@ -23,14 +23,10 @@ fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 fn state(d: &Daemon, name: &str) -> String {
-    d.ok(&[
-        "inspect",
-        "-f",
-        "{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}",
+    d.inspect(
         name,
-    ])
-    .trim()
-    .to_string()
+        "{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}",
+    )
 }
 
 #[test]
@@ -132,10 +128,6 @@ fn policies_on_failure_always_unless_stopped_and_daemon_start() {
     d.ok(&["rm", "-f", "al", "up"]);
 }
 
-fn container_id(d: &Daemon, name: &str) -> String {
-    d.ok(&["inspect", "-f", "{{.Id}}", name]).trim().to_string()
-}
-
 #[test]
 fn live_restore_after_the_daemon_is_killed() {
     let mut d = Daemon::start(None, None);
@@ -156,7 +148,7 @@ fn live_restore_after_the_daemon_is_killed() {
         "-c",
         "i=0; while true; do echo line $i; echo $i >> /out/n; i=$((i+1)); sleep 1; done",
     ]);
-    let ids = [container_id(&d, "tty"), container_id(&d, "logger")];
+    let ids = [d.id("tty"), d.id("logger")];
     let written = || {
         std::fs::read_to_string(out.join("n"))
             .unwrap_or_default()
@@ -392,10 +384,8 @@ struct TtyAttach {
 impl TtyAttach {
     fn start(d: &Daemon, name: &str) -> TtyAttach {
         use std::io::Read;
-        let cmd = format!("{DOCKER} -H unix://{} attach {name}", d.sock.display());
-        let mut child = std::process::Command::new("timeout")
-            .args([TIMEOUT, "script", "-qec", &cmd, "/dev/null"])
-            .env("DOCKER_CONFIG", d.dir.join("docker-config"))
+        let mut child = d
+            .in_terminal(&format!("{DOCKER} -H {} attach {name}", d.host()))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())

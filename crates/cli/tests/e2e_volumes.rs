@@ -84,11 +84,9 @@ fn volume_create_ls_inspect_rm_prune() {
     ]);
     assert_eq!(info.trim(), "local local test");
     let o = d.docker(&["volume", "inspect", "nosuchvol"]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("no such volume"), "{}", stderr(&o));
+    assert_fails(&o, "no such volume");
     let o = d.docker(&["volume", "create", "bad/name"]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("invalid characters"), "{}", stderr(&o));
+    assert_fails(&o, "invalid characters");
 
     // In use (even by a container that is not running): refused, also with -f.
     d.ok(&[
@@ -174,14 +172,7 @@ fn anonymous_volumes_go_with_rm_v_and_run_rm() {
     eventually("rm -v of c2 finishes", || d.volume_names() == ["named"]);
 
     // The image's VOLUME: an anonymous volume, seeded from the image, gone with rm -v.
-    let tar = berth_testkit::busybox_tar();
-    d.ok(&[
-        "import",
-        "--change",
-        "VOLUME [\"/etc\"]",
-        tar.to_str().unwrap(),
-        "withvol",
-    ]);
+    d.import_busybox_as("withvol", &["--change", "VOLUME [\"/etc\"]"]);
     let out = d.ok(&["run", "--name", "c3", "withvol", "cat", "/etc/passwd"]);
     assert!(out.starts_with("root:"), "{out}");
     let anon = d.ok(&["inspect", "-f", "{{(index .Mounts 0).Name}}", "c3"]);
@@ -302,8 +293,7 @@ fn berth_volume_commands() {
     assert_eq!(v[0]["Labels"]["a"], "b");
     assert_eq!(d.berth_ok(&["volume", "rm", "bv"]).trim(), "bv");
     let o = d.berth(&["volume", "rm", "bv"]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("no such volume"), "{}", stderr(&o));
+    assert_fails(&o, "no such volume");
     d.berth_ok(&["volume", "create"]);
     let out = d.berth_ok(&["volume", "prune", "-f"]);
     assert!(out.contains("Deleted Volumes:"), "{out}");

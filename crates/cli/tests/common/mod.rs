@@ -245,16 +245,52 @@ impl Daemon {
     }
 
     pub fn import_busybox(&self) {
-        let tar = berth_testkit::busybox_tar();
-        self.ok(&["import", tar.to_str().unwrap(), "busybox"]);
+        self.import_busybox_as("busybox", &[]);
         self.ok(&["tag", "busybox", "alpine"]);
+    }
+
+    /// `docker import` of the busybox fixture as `name`, with `flags` (`-c CHANGE`,
+    /// `-m MESSAGE`) before the tarball; returns the client's output (the image id).
+    pub fn import_busybox_as(&self, name: &str, flags: &[&str]) -> String {
+        let tar = berth_testkit::busybox_tar();
+        let mut args = vec!["import"];
+        args.extend(flags);
+        args.extend([tar.to_str().unwrap(), name]);
+        self.ok(&args)
+    }
+
+    /// The value of Go template `format` in `docker inspect NAME`, trimmed.
+    pub fn inspect(&self, name: &str, format: &str) -> String {
+        self.ok(&["inspect", "-f", format, name]).trim().to_string()
     }
 
     /// The full id of container `name`.
     pub fn id(&self, name: &str) -> String {
-        self.ok(&["inspect", "-f", "{{.Id}}", name])
-            .trim()
-            .to_string()
+        self.inspect(name, "{{.Id}}")
+    }
+
+    /// `docker events --since SINCE --until UNTIL --filter F... --format FORMAT`: the events
+    /// the daemon buffered in that time.
+    pub fn events(&self, since: &str, until: &str, filters: &[&str], format: &str) -> String {
+        let mut args = vec!["events", "--since", since, "--until", until];
+        for f in filters {
+            args.extend(["--filter", f]);
+        }
+        args.extend(["--format", format]);
+        self.ok(&args)
+    }
+
+    /// `sh -c CMD` under script(1), so that the clients it runs have a terminal; with this
+    /// daemon's client config and no stdin (set another before spawning if needed).
+    /// `timeout` only keeps a hang from blocking the suite.
+    pub fn in_terminal(&self, cmd: &str) -> Command {
+        let mut c = Command::new("timeout");
+        c.args([TIMEOUT, "script", "-qec", cmd, "/dev/null"])
+            .env_remove("DOCKER_HOST")
+            .env_remove("BERTH_HOST")
+            .env("DOCKER_CONFIG", self.dir.join("docker-config"))
+            .stdin(Stdio::null());
+        c
     }
 
     /// The host path of `path` in container `name`'s read-write layer.
@@ -334,6 +370,24 @@ pub fn unmount_under(dir: &Path) {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Insists that client run `o` failed and that its stderr says `want`.
+pub fn assert_fails(o: &Output, want: &str) {
+    assert!(!o.status.success(), "succeeded: {}", stdout(o));
+    assert!(stderr(o).contains(want), "{want:?} not in: {}", stderr(o));
+}
+
+/// Unix time with nanoseconds, for `events --since/--until`.
+pub fn now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
 }
 
 /// Account files for a remap user `remap` with 100000:65536, under a temporary root.
