@@ -189,13 +189,7 @@ fn berth_exec_privileged_with_host_userns() {
         "sleep",
         "1000",
     ]);
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let all = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapBnd:"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let all = host_capabilities();
     let out = d.berth_ok(&[
         "exec",
         "--privileged",

@@ -7,19 +7,21 @@ use std::process::Command;
 mod common;
 use common::*;
 
-#[test]
-fn commit_shifts_owners_back_so_the_image_runs_remapped_or_not() {
+/// A remapped daemon with busybox, on which container `name` has run `sh -c SCRIPT` (and
+/// exited).
+fn remapped_after_run(name: &str, script: &str) -> Daemon {
     let d = Daemon::remapped();
     d.import_busybox();
-    d.ok(&[
-        "run",
-        "--name",
+    d.ok(&["run", "--name", name, "busybox", "sh", "-c", script]);
+    d
+}
+
+#[test]
+fn commit_shifts_owners_back_so_the_image_runs_remapped_or_not() {
+    let d = remapped_after_run(
         "ctr",
-        "busybox",
-        "sh",
-        "-c",
         "mkdir /data && echo x > /data/f && chown -R 1000:1000 /data && rm /etc/group",
-    ]);
+    );
     assert_eq!(host_owner(&d.upper("ctr", "/data/f")), (101000, 101000));
     let id = d.ok(&["commit", "-c", "ENV COMMITTED=yes", "ctr", "committed:1"]);
     assert!(id.trim().starts_with("sha256:"), "{id}");
@@ -51,17 +53,7 @@ fn commit_shifts_owners_back_so_the_image_runs_remapped_or_not() {
 
 #[test]
 fn diff_and_export() {
-    let d = Daemon::remapped();
-    d.import_busybox();
-    d.ok(&[
-        "run",
-        "--name",
-        "ctr",
-        "busybox",
-        "sh",
-        "-c",
-        "touch /added && echo more >> /etc/passwd && rm /etc/group && mkdir /newdir && chown 7:7 /added",
-    ]);
+    let d = remapped_after_run("ctr", "touch /added && echo more >> /etc/passwd && rm /etc/group && mkdir /newdir && chown 7:7 /added");
     let diff = d.ok(&["diff", "ctr"]);
     for line in [
         "A /added",
@@ -357,17 +349,10 @@ fn file_capabilities_survive_commit_under_remap() {
 
 #[test]
 fn hard_links_stay_links_in_commit_and_export() {
-    let d = Daemon::remapped();
-    d.import_busybox();
-    d.ok(&[
-        "run",
-        "--name",
+    let d = remapped_after_run(
         "links",
-        "busybox",
-        "sh",
-        "-c",
         "echo data > /h1 && mkdir /d && ln /h1 /d/h2 && ln /h1 /h3",
-    ]);
+    );
     d.ok(&["commit", "links", "links:1"]);
     let listing = tar_listing(&top_layer(&d, "links:1"));
     let line = |name: &str| {

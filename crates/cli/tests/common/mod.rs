@@ -382,6 +382,18 @@ pub fn assert_fails(o: &Output, want: &str) {
     assert!(stderr(o).contains(want), "{want:?} not in: {}", stderr(o));
 }
 
+/// The capability bounding set of this (the test's) process, as /proc shows it (hex):
+/// every capability a privileged container can have on this host.
+pub fn host_capabilities() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 /// Unix time with nanoseconds, for `events --since/--until`.
 pub fn now() -> String {
     let d = std::time::SystemTime::now()
