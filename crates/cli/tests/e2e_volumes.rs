@@ -355,6 +355,7 @@ fn tmpfs_mounts(d: &Daemon, host_root: u32) {
         "sleep",
         "1000",
     ]);
+    let sh = |script: &str| d.ok(&["exec", "tm", "sh", "-c", script]);
     let mounts = d.ok(&["exec", "tm", "cat", "/proc/mounts"]);
     for (dst, mode) in [("/run", "1777"), ("/x", "700")] {
         let line = mounts
@@ -373,25 +374,18 @@ fn tmpfs_mounts(d: &Daemon, host_root: u32) {
         }
     }
     assert_eq!(
-        d.ok(&[
-            "exec",
-            "tm",
-            "sh",
-            "-c",
-            "stat -c '%u:%g %a' /run /x; echo a > /run/f && echo b > /x/f && cat /run/f /x/f",
-        ]),
+        sh("stat -c '%u:%g %a' /run /x; echo a > /run/f && echo b > /x/f && cat /run/f /x/f"),
         "0:0 1777\n0:0 700\na\nb\n"
     );
     // On the host, through the container's root: owned by the container's root.
-    let pid = d.ok(&["inspect", "-f", "{{.State.Pid}}", "tm"]);
-    let root = PathBuf::from(format!("/proc/{}/root", pid.trim()));
+    let pid = d.inspect("tm", "{{.State.Pid}}");
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
     for p in ["run", "x", "x/f"] {
         let m = std::fs::metadata(root.join(p)).unwrap();
         assert_eq!((m.uid(), m.gid()), (host_root, host_root), "{p}");
     }
     assert_eq!(
-        d.ok(&["inspect", "-f", "{{json .HostConfig.Tmpfs}}", "tm"])
-            .trim(),
+        d.inspect("tm", "{{json .HostConfig.Tmpfs}}"),
         r#"{"/run":"size=1m,mode=1777"}"#
     );
     let hc_mounts = d.ok(&["inspect", "-f", "{{json .HostConfig.Mounts}}", "tm"]);
@@ -407,16 +401,7 @@ fn tmpfs_mounts(d: &Daemon, host_root: u32) {
 
     // A tmpfs lives as long as the run: empty after a restart, gone after rm.
     d.ok(&["restart", "-t", "0", "tm"]);
-    assert_eq!(
-        d.ok(&[
-            "exec",
-            "tm",
-            "sh",
-            "-c",
-            "ls -A /run /x | tr -d '\\n'; echo"
-        ]),
-        "/run:/x:\n"
-    );
+    assert_eq!(sh("ls -A /run /x | tr -d '\\n'; echo"), "/run:/x:\n");
     d.ok(&["rm", "-f", "tm"]);
     eventually("the container's mounts to go", || {
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
