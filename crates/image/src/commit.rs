@@ -361,14 +361,20 @@ mod tests {
         assert_eq!(user.cmd().as_deref().unwrap(), ["arg"]);
     }
 
-    #[test]
-    fn changes_apply_to_the_container_config_not_the_parents() {
+    /// A store in a temporary directory holding the busybox image (the parent).
+    fn store_with_busybox() -> (tempfile::TempDir, ImageStore, Image) {
         let tmp = berth_testkit::tempdir("berth-commit-");
         let store = ImageStore::open(tmp.path()).unwrap();
         let tar = berth_testkit::busybox_tar();
         let parent = store
             .import(File::open(&tar).unwrap(), crate::ImportOptions::default())
             .unwrap();
+        (tmp, store, parent)
+    }
+
+    #[test]
+    fn changes_apply_to_the_container_config_not_the_parents() {
+        let (tmp, store, parent) = store_with_busybox();
         let empty_tar = tmp.path().join("empty.tar");
         std::fs::write(&empty_tar, [0u8; 1024]).unwrap();
         let opts = CommitOptions {
@@ -410,12 +416,8 @@ mod tests {
 
     #[test]
     fn nothing_is_written_for_a_bad_reference_change_or_parent() {
-        let tmp = berth_testkit::tempdir("berth-commit-");
-        let store = ImageStore::open(tmp.path()).unwrap();
+        let (tmp, store, parent) = store_with_busybox();
         let tar = berth_testkit::busybox_tar();
-        let parent = store
-            .import(File::open(&tar).unwrap(), crate::ImportOptions::default())
-            .unwrap();
         let layer = tmp.path().join("layer.tar");
         std::fs::copy(&tar, &layer).unwrap();
         let blobs = store.content().list().unwrap().len();
