@@ -2,13 +2,17 @@
 //! carries the container's output (raw for a tty, multiplexed frames otherwise) one way and
 //! its stdin the other. Without the upgrade headers, output comes as a streamed body.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use berth_engine::logs::{Filter, Stream};
 use berth_engine::Engine;
 use bytes::Bytes;
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, UPGRADE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::body::{channel, empty, Body};
@@ -148,32 +152,23 @@ pub(crate) fn stream_response<B>(
                 return;
             }
         };
-        let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
-        let stdin_task = stdin.map(|target| {
-            let engine = engine.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 32 * 1024];
-                loop {
-                    match rd.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if !target.write(&engine, buf[..n].to_vec()).await {
-                                break;
-                            }
-                        }
-                    }
-                }
-                target.end(&engine).await;
-            })
-        });
+        let (rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
+        let output_over = Arc::new(AtomicBool::new(false));
+        let mut input = tokio::spawn(read_input(rd, stdin, engine, output_over.clone()));
         while let Some(chunk) = rx.recv().await {
             if wr.write_all(&chunk).await.is_err() {
                 break;
             }
         }
+        // The output is over (the process ended and what it wrote is sent). End it with a
+        // half-close, so that the client reads EOF, and take what the client still sends
+        // until it closes its side: closing a socket with unread input resets the
+        // connection, and the client would see "connection reset" instead of the end of the
+        // stream. dockerd likewise only half-closes a hijacked connection (CloseWrite).
+        output_over.store(true, Ordering::Relaxed);
         let _ = wr.shutdown().await;
-        if let Some(t) = stdin_task {
-            t.abort();
+        if tokio::time::timeout(DRAIN_TIME, &mut input).await.is_err() {
+            input.abort();
         }
     });
 
@@ -184,4 +179,48 @@ pub(crate) fn stream_response<B>(
     h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(UPGRADE, HeaderValue::from_static("tcp"));
     resp
+}
+
+/// How long, and how much, a hijacked connection's input is still read (and dropped) after
+/// its output ended, waiting for the client to close its side. Bounded, so that a client
+/// that never stops cannot hold the connection.
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+const DRAIN_BYTES: usize = 64 << 20;
+
+/// Reads the client's side of a hijacked connection: to `stdin` while the output lasts and
+/// the target takes it, then into the void (up to [`DRAIN_BYTES`]) until the client closes.
+async fn read_input<R: AsyncRead + Unpin>(
+    mut rd: R,
+    stdin: Option<StdinTarget>,
+    engine: Engine,
+    output_over: Arc<AtomicBool>,
+) {
+    let mut target = stdin;
+    let mut dropped = 0usize;
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if output_over.load(Ordering::Relaxed) {
+            target = None;
+        }
+        if let Some(t) = &target {
+            if t.write(&engine, buf[..n].to_vec()).await {
+                continue;
+            }
+            // The process no longer takes input (it ended or closed its stdin).
+            target = None;
+        }
+        dropped += n;
+        if dropped > DRAIN_BYTES {
+            return;
+        }
+    }
+    // The client's input ended: pass that on (an exec's stdin, or a StdinOnce container's)
+    // unless the process is gone.
+    if let Some(t) = target.filter(|_| !output_over.load(Ordering::Relaxed)) {
+        t.end(&engine).await;
+    }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::{runtime_error, Engine, MonitorConn, MonitorFailure, Output};
+use crate::engine::{Engine, MonitorConn, MonitorFailure, Output};
 use crate::error::{EngineError, Result};
 use crate::logs::Stream;
 use crate::monitor::{MonitorConfig, CONFIG_FILE};
@@ -168,7 +168,7 @@ impl Engine {
             .spawn_monitor(&dir, &mon.socket, &dir.join("monitor.log"))
             .await
             .map_err(|e| match e {
-                MonitorFailure::Reported(msg) => runtime_error(&exec.request.cmd[0], &msg),
+                MonitorFailure::Reported(msg) => start_error(&msg),
                 MonitorFailure::Other(e) => e,
             })?;
         let (mut rd, wr) = stream.into_split();
@@ -294,5 +294,36 @@ impl Engine {
             pid: st.pid,
             request: exec.request.clone(),
         })
+    }
+}
+
+/// Why an exec's process did not start, worded as Docker's (`OCI runtime exec failed: ...`)
+/// with the runtime's cause (runc's words: `exec: "x": executable file not found in $PATH`,
+/// `... permission denied`, `chdir to cwd ("/x") set in config.json failed: ...`). The
+/// runtime says "container `ID` failed to start: CAUSE": for an exec only the cause is true.
+fn start_error(msg: &str) -> EngineError {
+    let cause = msg
+        .split_once("failed to start: ")
+        .map_or(msg, |(_, cause)| cause);
+    EngineError::System(format!(
+        "OCI runtime exec failed: exec failed: unable to start container process: {cause}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_errors_keep_the_runtime_cause() {
+        let e = start_error(
+            "container `abc` failed to start: chdir to cwd (\"/nonexistent\") set in config.json failed: no such file or directory",
+        );
+        assert_eq!(
+            e.to_string(),
+            "OCI runtime exec failed: exec failed: unable to start container process: chdir to cwd (\"/nonexistent\") set in config.json failed: no such file or directory"
+        );
+        let e = start_error("the monitor died");
+        assert!(e.to_string().ends_with("process: the monitor died"), "{e}");
     }
 }

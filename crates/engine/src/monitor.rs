@@ -76,7 +76,9 @@ struct Subscribers {
 struct Shared {
     subscribers: Mutex<Subscribers>,
     log: Option<Mutex<logs::Writer>>,
-    stdin: Mutex<Option<File>>,
+    /// To the thread that writes the container's stdin (see [`stdin_writer`]); dropped to
+    /// close it.
+    stdin: Mutex<Option<mpsc::SyncSender<Vec<u8>>>>,
     console: Option<File>,
     pid: i32,
     /// Set, under `reaped`'s lock, once the container is reaped: its pid may be reused.
@@ -214,7 +216,7 @@ fn serve(cfg: &MonitorConfig, launcher: &dyn Launcher) -> Result<(), String> {
             backlog: cfg.exec.is_some().then(Vec::new),
         }),
         log,
-        stdin: Mutex::new(stdin_w),
+        stdin: Mutex::new(stdin_w.map(stdin_writer)),
         console,
         pid,
         reaped: Mutex::new(false),
@@ -386,6 +388,26 @@ fn accept_loop(
     }
 }
 
+/// Chunks of input queued for the container's stdin before this connection waits.
+const STDIN_QUEUE: usize = 1024;
+
+/// Writes the container's stdin from a thread of its own, fed through a queue: a write
+/// blocks while the container does not read (it has not started yet, or never reads), and
+/// the connection that carried the input must still read the daemon's next frames (the
+/// `Start` of a `run -i` whose client sent input first). The file closes once the sender
+/// is dropped and what was queued is written, or when the container's end is gone.
+fn stdin_writer(mut f: File) -> mpsc::SyncSender<Vec<u8>> {
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(STDIN_QUEUE);
+    std::thread::spawn(move || {
+        for data in rx {
+            if f.write_all(&data).is_err() {
+                return;
+            }
+        }
+    });
+    tx
+}
+
 fn handle_conn(
     mut conn: UnixStream,
     shared: &Shared,
@@ -404,8 +426,8 @@ fn handle_conn(
             }
             Kind::Stdin => {
                 let mut stdin = shared.stdin.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(f) = stdin.as_mut() {
-                    if f.write_all(&payload).is_err() {
+                if let Some(tx) = stdin.as_ref() {
+                    if tx.send(payload).is_err() {
                         *stdin = None;
                     }
                 }

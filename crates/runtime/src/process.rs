@@ -29,8 +29,11 @@ fn cstr(s: &str, what: &str) -> Result<CString> {
     CString::new(s).map_err(|_| Error::InvalidConfig(format!("{what} `{s}` contains a NUL byte")))
 }
 
-/// Resolves the executable (through the process's PATH, inside the container's root) and
-/// converts args and env.
+/// Resolves the executable (through the process's PATH, inside the container's root),
+/// checks the working directory and converts args and env. The errors are worded as runc's
+/// (`exec: "x": executable file not found in $PATH`, `... permission denied`, `chdir to cwd
+/// ... failed: no such file or directory`): Docker's daemon and CLI choose the exit code
+/// (127 or 126) from those words.
 pub fn prepare(p: &Process) -> Result<Prepared> {
     let args = p.args().clone().unwrap_or_default();
     let Some(arg0) = args.first() else {
@@ -43,11 +46,9 @@ pub fn prepare(p: &Process) -> Result<Prepared> {
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    let exe = find_executable(arg0, path_var, p.cwd()).ok_or_else(|| {
-        Error::InvalidConfig(format!(
-            "executable `{arg0}` not found in the container (PATH={path_var}); check process.args[0] and the image"
-        ))
-    })?;
+    check_cwd(p.cwd())?;
+    let exe = find_executable(arg0, path_var, p.cwd())
+        .map_err(|e| Error::Setup(format!("exec: {arg0:?}: {e}")))?;
     Ok(Prepared {
         path: CString::new(exe.as_os_str().as_bytes())
             .map_err(|_| Error::InvalidConfig("NUL in path".into()))?,
@@ -62,24 +63,82 @@ pub fn prepare(p: &Process) -> Result<Prepared> {
     })
 }
 
-fn is_executable(p: &Path) -> bool {
-    nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok() && p.is_file()
+/// An errno as Go (and so runc and Docker) words it: lower case.
+fn errno_text(e: nix::errno::Errno) -> String {
+    e.desc().to_lowercase()
 }
 
-fn find_executable(arg0: &str, path_var: &str, cwd: &Path) -> Option<PathBuf> {
+fn cwd_error(cwd: &Path, cause: &str) -> Error {
+    Error::Setup(format!(
+        "chdir to cwd ({:?}) set in config.json failed: {cause}",
+        cwd.display().to_string()
+    ))
+}
+
+/// The working directory must be an absolute path to a directory: checked here, before the
+/// process reports itself ready, so that the caller gets the error (as runc's) rather than
+/// the process's stderr and an exit code. Whether the user may enter it is only known
+/// after the switch of user: [`exec`] checks that.
+fn check_cwd(cwd: &Path) -> Result<()> {
+    if !cwd.is_absolute() {
+        return Err(Error::InvalidConfig(format!(
+            "process.cwd `{}` is not absolute",
+            cwd.display()
+        )));
+    }
+    match nix::sys::stat::stat(cwd) {
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => Ok(()),
+        Ok(_) => Err(cwd_error(cwd, &errno_text(nix::errno::Errno::ENOTDIR))),
+        Err(e) => Err(cwd_error(cwd, &errno_text(e))),
+    }
+}
+
+/// Why the executable could not be found, worded as Go's exec.LookPath (which runc uses).
+#[derive(Debug, PartialEq, Eq)]
+enum Lookup {
+    /// A bare name that is in no directory of PATH (as an executable file).
+    NotInPath,
+    /// A path that cannot be used: missing, a directory, not executable, ...
+    Path(nix::errno::Errno),
+}
+
+impl std::fmt::Display for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lookup::NotInPath => f.write_str("executable file not found in $PATH"),
+            Lookup::Path(e) => f.write_str(&errno_text(*e)),
+        }
+    }
+}
+
+/// Whether `p` is a file with an execute bit, as Go's exec.LookPath checks it.
+fn check_executable(p: &Path) -> std::result::Result<(), nix::errno::Errno> {
+    let st = nix::sys::stat::stat(p)?;
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        return Err(nix::errno::Errno::EISDIR);
+    }
+    if st.st_mode & 0o111 == 0 {
+        return Err(nix::errno::Errno::EACCES);
+    }
+    Ok(())
+}
+
+fn find_executable(arg0: &str, path_var: &str, cwd: &Path) -> std::result::Result<PathBuf, Lookup> {
     if arg0.contains('/') {
         let p = if arg0.starts_with('/') {
             PathBuf::from(arg0)
         } else {
             cwd.join(arg0)
         };
-        return is_executable(&p).then_some(p);
+        return check_executable(&p).map(|()| p).map_err(Lookup::Path);
     }
+    // As LookPath: a directory of PATH whose entry is not executable is skipped.
     path_var
         .split(':')
         .filter(|d| !d.is_empty())
         .map(|d| Path::new(d).join(arg0))
-        .find(|p| is_executable(p))
+        .find(|p| check_executable(p).is_ok())
+        .ok_or(Lookup::NotInPath)
 }
 
 fn rlimit_resource(t: PosixRlimitType) -> nix::sys::resource::Resource {
@@ -299,14 +358,7 @@ pub fn exec(p: &Process, prep: &Prepared, conf: &Confinement) -> Result<Infallib
         }
     }
     let cwd = p.cwd();
-    if !cwd.is_absolute() {
-        return Err(Error::InvalidConfig(format!(
-            "process.cwd `{}` is not absolute",
-            cwd.display()
-        )));
-    }
-    nix::unistd::chdir(cwd)
-        .map_err(|e| Error::sys(format!("chdir to process.cwd {}", cwd.display()), e))?;
+    nix::unistd::chdir(cwd).map_err(|e| cwd_error(cwd, &errno_text(e)))?;
     // Nothing of the runtime's survives exec (CVE-2024-21626 class): every descriptor past
     // stdio and the preserved ones is close-on-exec from here.
     syscall::cloexec_from(3 + conf.preserve_fds).map_err(|e| Error::sys("close_range", e))?;
@@ -420,15 +472,53 @@ mod tests {
     fn executable_lookup() {
         assert_eq!(
             find_executable("sh", "/nonexistent:/bin", Path::new("/")),
-            Some(PathBuf::from("/bin/sh"))
+            Ok(PathBuf::from("/bin/sh"))
         );
         assert_eq!(
             find_executable("no-such-program-here", "/bin", Path::new("/")),
-            None
+            Err(Lookup::NotInPath)
         );
         assert_eq!(
             find_executable("/bin/sh", "", Path::new("/")),
-            Some(PathBuf::from("/bin/sh"))
+            Ok(PathBuf::from("/bin/sh"))
         );
+    }
+
+    /// Docker picks 127 or 126 from these words: not found versus found but unusable.
+    #[test]
+    fn lookup_errors_are_worded_as_runc() {
+        let tmp = berth_testkit::tempdir("lookup");
+        let dir = tmp.path();
+        let plain = dir.join("plain");
+        std::fs::write(&plain, "data").unwrap();
+        let path_var = dir.to_str().unwrap();
+        // Not executable: by path, permission denied; by name, skipped as LookPath does.
+        let e = find_executable(plain.to_str().unwrap(), "", Path::new("/")).unwrap_err();
+        assert_eq!(e.to_string(), "permission denied");
+        let e = find_executable("plain", path_var, Path::new("/")).unwrap_err();
+        assert_eq!(e.to_string(), "executable file not found in $PATH");
+        let e = find_executable("./plain", "", dir).unwrap_err();
+        assert_eq!(e.to_string(), "permission denied");
+        let e = find_executable("/no/such/file", "", Path::new("/")).unwrap_err();
+        assert_eq!(e.to_string(), "no such file or directory");
+        let e = find_executable(dir.to_str().unwrap(), "", Path::new("/")).unwrap_err();
+        assert_eq!(e.to_string(), "is a directory");
+    }
+
+    #[test]
+    fn cwd_is_checked_before_ready() {
+        assert!(check_cwd(Path::new("/")).is_ok());
+        let e = check_cwd(Path::new("/nonexistent-cwd"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "chdir to cwd (\"/nonexistent-cwd\") set in config.json failed: no such file or directory"
+        );
+        let e = check_cwd(Path::new("/proc/self/status"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("failed: not a directory"), "{e}");
+        assert!(check_cwd(Path::new("relative")).is_err());
     }
 }

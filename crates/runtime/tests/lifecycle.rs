@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -293,7 +294,13 @@ fn bad_config_is_a_clear_error() {
 #[test]
 fn failure_after_start_is_reported_by_start() {
     let mut b = Bundle::new("brt-late", true);
-    b.config["process"]["cwd"] = json!("/nonexistent");
+    // A missing cwd is refused by `create`; one the user may not enter is only known after
+    // the switch of user, after `start`.
+    let private = b.bundle.join("rootfs/private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    b.config["process"]["cwd"] = json!("/private");
+    b.config["process"]["user"] = json!({"uid": 65534, "gid": 65534});
     b.config["process"]["args"] = json!(["true"]);
     let id = cid("late");
     create(&b, &id);
@@ -301,7 +308,7 @@ fn failure_after_start_is_reported_by_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("chdir") && err.contains("/nonexistent") && err.contains(&id),
+        err.contains("chdir") && err.contains("/private") && err.contains(&id),
         "{err}"
     );
     cli_ok(&b, &["delete", "--force", &id]);
@@ -309,7 +316,7 @@ fn failure_after_start_is_reported_by_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("chdir") && err.contains("/nonexistent"),
+        err.contains("chdir") && err.contains("/private") && err.contains("permission denied"),
         "{err}"
     );
 }
