@@ -14,8 +14,9 @@ use common::*;
 /// 64 MiB, stopping when the client no longer reads): the client still has input in
 /// flight when the process ends.
 fn client_with_endless_stdin(d: &Daemon, exe: &str, args: &[&str]) -> Output {
+    // -k: a client stuck on a hang may ignore the TERM.
     let mut child = Command::new("timeout")
-        .arg(TIMEOUT)
+        .args(["-k", "10", TIMEOUT])
         .arg(exe)
         .arg("-H")
         .arg(d.host())
