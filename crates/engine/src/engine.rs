@@ -145,6 +145,35 @@ impl MonitorConn {
         let mut w = self.writer.lock().await;
         w.write_all(&proto::encode(kind, payload)).await
     }
+
+    /// Reads the monitor's frames until it reports the exit or goes away: output goes to
+    /// `on_output`, the start answer to the waiting start. The exit status, or None when the
+    /// monitor went away without one.
+    pub(crate) async fn pump(
+        &self,
+        rd: &mut tokio::net::unix::OwnedReadHalf,
+        mut on_output: impl FnMut(Output),
+    ) -> Option<ExitStatus> {
+        loop {
+            match proto::read_frame_async(rd).await {
+                Ok(Some((kind @ (Kind::Stdout | Kind::Stderr), data))) => {
+                    let stream = if kind == Kind::Stdout {
+                        Stream::Stdout
+                    } else {
+                        Stream::Stderr
+                    };
+                    on_output(Output { stream, data });
+                }
+                Ok(Some((Kind::Started, _))) => self.reply_start(Ok(())),
+                Ok(Some((Kind::Error, msg))) => {
+                    self.reply_start(Err(String::from_utf8_lossy(&msg).into_owned()))
+                }
+                Ok(Some((Kind::Exit, json))) => return serde_json::from_slice(&json).ok(),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -822,33 +851,14 @@ impl Engine {
         let entry = entry.clone();
         let conn2 = conn.clone();
         tokio::spawn(async move {
-            let mut status = None;
-            loop {
-                match proto::read_frame_async(&mut rd).await {
-                    Ok(Some((kind @ (Kind::Stdout | Kind::Stderr), data))) => {
-                        let stream = if kind == Kind::Stdout {
-                            Stream::Stdout
-                        } else {
-                            Stream::Stderr
-                        };
-                        let out = Output { stream, data };
-                        entry
-                            .io()
-                            .subscribers
-                            .retain(|s| s.send(out.clone()).is_ok());
-                    }
-                    Ok(Some((Kind::Started, _))) => conn2.reply_start(Ok(())),
-                    Ok(Some((Kind::Error, msg))) => {
-                        conn2.reply_start(Err(String::from_utf8_lossy(&msg).into_owned()))
-                    }
-                    Ok(Some((Kind::Exit, json))) => {
-                        status = serde_json::from_slice::<ExitStatus>(&json).ok();
-                        break;
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => break,
-                }
-            }
+            let status = conn2
+                .pump(&mut rd, |out| {
+                    entry
+                        .io()
+                        .subscribers
+                        .retain(|s| s.send(out.clone()).is_ok());
+                })
+                .await;
             // Dropping the reply sender tells a waiting start that the monitor is gone.
             conn2
                 .start_reply

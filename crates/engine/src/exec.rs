@@ -9,9 +9,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{Engine, MonitorConn, MonitorFailure, Output};
 use crate::error::{EngineError, Result};
-use crate::logs::Stream;
 use crate::monitor::{MonitorConfig, CONFIG_FILE};
-use crate::proto::{self, ExitStatus, Kind};
+use crate::proto::{ExitStatus, Kind};
 use crate::{names, spec};
 
 /// What `POST /containers/{id}/exec` asks for.
@@ -186,29 +185,11 @@ impl Engine {
         let exit_file = mon.exit_file.clone();
         let (engine, rec2) = (self.clone(), rec.clone());
         tokio::spawn(async move {
-            let mut status = None;
-            loop {
-                match proto::read_frame_async(&mut rd).await {
-                    Ok(Some((kind @ (Kind::Stdout | Kind::Stderr), data))) => {
-                        let stream = if kind == Kind::Stdout {
-                            Stream::Stdout
-                        } else {
-                            Stream::Stderr
-                        };
-                        let _ = out_tx.send(Output { stream, data });
-                    }
-                    Ok(Some((Kind::Started, _))) => conn2.reply_start(Ok(())),
-                    Ok(Some((Kind::Error, msg))) => {
-                        conn2.reply_start(Err(String::from_utf8_lossy(&msg).into_owned()))
-                    }
-                    Ok(Some((Kind::Exit, json))) => {
-                        status = serde_json::from_slice::<ExitStatus>(&json).ok();
-                        break;
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => break,
-                }
-            }
+            let status = conn2
+                .pump(&mut rd, |out| {
+                    let _ = out_tx.send(out);
+                })
+                .await;
             let code = status
                 .or_else(|| {
                     std::fs::read(&exit_file)
