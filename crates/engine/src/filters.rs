@@ -25,10 +25,7 @@ pub(crate) fn matches_filters(
                 rec.state.status == Status::Exited
                     && values.iter().any(|v| v.parse() == Ok(rec.state.exit_code))
             }
-            "label" => values.iter().all(|v| match v.split_once('=') {
-                Some((k, val)) => rec.config.labels.get(k).is_some_and(|x| x == val),
-                None => rec.config.labels.contains_key(v),
-            }),
+            "label" => values.iter().all(|v| label_matches(&rec.config.labels, v)),
             "ancestor" => values.iter().any(|v| {
                 v == &rec.image_ref
                     || images
@@ -47,6 +44,14 @@ pub(crate) fn matches_filters(
         }
     }
     Ok(true)
+}
+
+/// A `label=KEY` or `label=KEY=VALUE` filter value against a set of labels.
+pub(crate) fn label_matches(labels: &BTreeMap<String, String>, want: &str) -> bool {
+    match want.split_once('=') {
+        Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+        None => labels.contains_key(want),
+    }
 }
 
 #[cfg(test)]

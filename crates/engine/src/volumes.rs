@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::container::MountPoint;
 use crate::error::{EngineError, Result};
+use crate::filters::label_matches;
 use crate::store::write_atomic;
 use crate::{names, timefmt, Engine};
 
@@ -183,13 +184,6 @@ pub fn matches_filters(
         }
     }
     Ok(true)
-}
-
-fn label_matches(labels: &BTreeMap<String, String>, want: &str) -> bool {
-    match want.split_once('=') {
-        Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
-        None => labels.contains_key(want),
-    }
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool> {
