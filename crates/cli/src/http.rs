@@ -10,6 +10,8 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
 /// Where the daemon listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Host {
@@ -401,27 +403,24 @@ pub fn check(resp: Response) -> Result<Response, HttpError> {
     Err(HttpError::Api { status, message })
 }
 
+/// Everything but RFC 3986's unreserved characters.
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+/// As [`QUERY`], keeping `:`, `/` and `@` as Go's URL paths do for the docker CLI.
+const PATH: &AsciiSet = &QUERY.remove(b':').remove(b'/').remove(b'@');
+
 /// Percent-encodes a query value.
 pub fn enc(s: &str) -> String {
-    escape(s, b"-_.~")
+    utf8_percent_encode(s, QUERY).to_string()
 }
 
-/// Percent-encodes a path part (an image or container name) as Go's URL paths do for the
-/// docker CLI: `:`, `/` and `@` stay as they are (`localhost:5000/x:v1`).
+/// Percent-encodes a path part (an image or container name): `:`, `/` and `@` stay as they
+/// are (`localhost:5000/x:v1`).
 pub fn enc_path(s: &str) -> String {
-    escape(s, b"-_.~:/@")
-}
-
-fn escape(s: &str, keep: &[u8]) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || keep.contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, PATH).to_string()
 }
 
 #[cfg(test)]
