@@ -298,6 +298,19 @@ pub fn human_size(bytes: f64) -> String {
     format!("{}{}", significant(v, 3), units[i])
 }
 
+/// go-units `BytesSize`: binary units with up to 4 significant digits ("1.5KiB",
+/// "7.763GiB"), as `docker stats` and `docker info` show sizes.
+pub fn bytes_size(bytes: f64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{}{}", significant(v, 4), units[i])
+}
+
 /// `v` (below 10000) with `n` (3 or 4) significant digits and no trailing zeros, as Go's
 /// `%.{n}g`.
 pub fn significant(v: f64, n: usize) -> String {

@@ -265,22 +265,10 @@ fn stats_line(v: &Value) -> String {
             .as_str()
             .unwrap_or_default()
             .trim_start_matches('/'),
-        bytes_size(usage as f64),
-        bytes_size(limit as f64),
+        crate::format::bytes_size(usage as f64),
+        crate::format::bytes_size(limit as f64),
         u("/pids_stats/current"),
     )
-}
-
-/// go-units `BytesSize`: binary units with up to 4 significant digits ("1.5MiB").
-fn bytes_size(bytes: f64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < units.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    format!("{}{}", crate::format::significant(v, 4), units[i])
 }
 
 /// `berth port CTR [PORT[/PROTO]]`: the host addresses the container's ports are published
@@ -407,7 +395,7 @@ mod tests {
             stats_line(&v),
             "0123456789ab\tweb\t40.00%\t2MiB / 1GiB\t0.20%\t3"
         );
-        assert_eq!(bytes_size(1536.0), "1.5KiB");
+        assert_eq!(crate::format::bytes_size(1536.0), "1.5KiB");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::format::{significant, Template};
+use crate::format::{bytes_size, Template};
 use crate::http::Client;
 
 #[derive(Args, Debug)]
@@ -156,7 +156,7 @@ fn render_info(i: &Value) -> String {
     line("CPUs", s("NCPU"));
     line(
         "Total Memory",
-        human_size_binary(i["MemTotal"].as_f64().unwrap_or(0.0)),
+        bytes_size(i["MemTotal"].as_f64().unwrap_or(0.0)),
     );
     line("Name", s("Name"));
     line("ID", s("ID"));
@@ -168,18 +168,6 @@ fn render_info(i: &Value) -> String {
         }
     }
     out
-}
-
-/// go-units `BytesSize`: binary units with 4 significant digits ("7.763GiB").
-fn human_size_binary(bytes: f64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < units.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    format!("{}{}", significant(v, 4), units[i])
 }
 
 #[cfg(test)]
