@@ -173,7 +173,12 @@ pub async fn create(ctx: Ctx) -> ApiResult<Response<Body>> {
         .map(String::from);
     let engine = ctx.api.engine.clone();
     let img = with_body(ctx, move |r| {
-        engine.import_image(r, reference.as_deref(), changes, msg)
+        let opts = berth_image::ImportOptions {
+            reference: reference.as_deref(),
+            changes,
+            message: msg,
+        };
+        engine.import_image(r, opts)
     })
     .await?;
     let (tx, rx) = mpsc::channel(1);

@@ -245,18 +245,7 @@ impl Images {
     }
 
     /// `docker import`: a root file system tarball becomes an image.
-    pub(crate) fn import(
-        &self,
-        reader: impl Read,
-        reference: Option<&str>,
-        changes: Vec<String>,
-        message: Option<String>,
-    ) -> Result<ImageInfo> {
-        let opts = ImportOptions {
-            reference,
-            changes,
-            message,
-        };
+    pub(crate) fn import(&self, reader: impl Read, opts: ImportOptions) -> Result<ImageInfo> {
         self.store
             .import(reader, opts)
             .map(|i| self.info(&i))
@@ -395,17 +384,9 @@ impl Engine {
 
     /// `docker import`: a root file system tarball becomes an image, tagged `reference` if
     /// given. Events: `tag` (with a reference), then `import` (named by the id).
-    pub fn import_image(
-        &self,
-        reader: impl Read,
-        reference: Option<&str>,
-        changes: Vec<String>,
-        message: Option<String>,
-    ) -> Result<ImageInfo> {
-        let img = self
-            .inner
-            .images
-            .import(reader, reference, changes, message)?;
+    pub fn import_image(&self, reader: impl Read, opts: ImportOptions) -> Result<ImageInfo> {
+        let reference = opts.reference;
+        let img = self.inner.images.import(reader, opts)?;
         if let Some(r) = reference {
             self.image_event("tag", &img.id, &familiar(r));
         }
@@ -536,18 +517,23 @@ mod tests {
 
     /// Deleting an image drops the remapped copies of its layers and keeps those of the
     /// images still stored; untagging alone prunes nothing.
+    fn named(reference: &str) -> ImportOptions<'_> {
+        ImportOptions {
+            reference: Some(reference),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn deleting_an_image_prunes_its_remapped_layer_copies() {
         berth_testkit::require_root();
         let dir = berth_testkit::tempdir("berth-engine-images-");
         let images = Images::open(dir.path(), &dir.path().join("exec"), true).unwrap();
         let busybox = std::fs::File::open(berth_testkit::busybox_tar()).unwrap();
-        let kept = images.import(busybox, Some("kept"), vec![], None).unwrap();
+        let kept = images.import(busybox, named("kept")).unwrap();
         // An empty tarball: an image with another layer.
         let empty = [0u8; 1024];
-        let gone = images
-            .import(&empty[..], Some("gone"), vec![], None)
-            .unwrap();
+        let gone = images.import(&empty[..], named("gone")).unwrap();
         images.tag("gone", "gone:2").unwrap();
         assert_ne!(kept.layers, gone.layers);
 
