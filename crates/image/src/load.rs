@@ -60,6 +60,27 @@ fn looks_like_layer(name: &str, head: &[u8]) -> bool {
     named && (tar || compressed)
 }
 
+/// The diff ids an image config lists, which must be one per layer of its manifest.
+pub(crate) fn config_diff_ids(
+    id: &Digest,
+    config: &ImageConfiguration,
+    manifest_layers: usize,
+) -> Result<Vec<Digest>> {
+    let diff_ids = config
+        .rootfs()
+        .diff_ids()
+        .iter()
+        .map(|d| d.parse::<Digest>())
+        .collect::<Result<Vec<_>, _>>()?;
+    if diff_ids.len() != manifest_layers {
+        return Err(bad(format!(
+            "image {id}: the config lists {} layers, the manifest {manifest_layers}",
+            diff_ids.len()
+        )));
+    }
+    Ok(diff_ids)
+}
+
 fn bad(msg: impl Into<String>) -> ImageError {
     ImageError::Archive(msg.into())
 }
@@ -394,19 +415,7 @@ impl ImageStore {
             fs::read(&f.config.path).map_err(|e| ImageError::io(&f.config.path, "read", e))?;
         let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
             .map_err(|e| ImageError::json(format!("image config {id}"), e))?;
-        let diff_ids = config
-            .rootfs()
-            .diff_ids()
-            .iter()
-            .map(|d| d.parse::<Digest>())
-            .collect::<Result<Vec<_>, _>>()?;
-        if diff_ids.len() != f.layers.len() {
-            return Err(bad(format!(
-                "image {id}: the config lists {} layers, the manifest {}",
-                diff_ids.len(),
-                f.layers.len()
-            )));
-        }
+        let diff_ids = config_diff_ids(&id, &config, f.layers.len())?;
         let chains = chain_ids(&diff_ids);
         self.content.adopt(&f.config.path, &id)?;
         let mut layers = Vec::new();

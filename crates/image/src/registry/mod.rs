@@ -46,19 +46,7 @@ impl ImageStore {
         let id = m.config.digest.clone();
         let config: ImageConfiguration = serde_json::from_slice(&self.content.read(&id)?)
             .map_err(|e| ImageError::json(format!("image config {id}"), e))?;
-        let diff_ids = config
-            .rootfs()
-            .diff_ids()
-            .iter()
-            .map(|d| d.parse::<Digest>())
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        if diff_ids.len() != m.layers.len() {
-            return Err(ImageError::Archive(format!(
-                "image {id}: the config lists {} layers, the manifest {}",
-                diff_ids.len(),
-                m.layers.len()
-            )));
-        }
+        let diff_ids = crate::load::config_diff_ids(&id, &config, m.layers.len())?;
         let chains = chain_ids(&diff_ids);
         let mut layers = Vec::with_capacity(m.layers.len());
         for (i, d) in m.layers.iter().enumerate() {
