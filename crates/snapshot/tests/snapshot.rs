@@ -203,6 +203,14 @@ fn merged_view_plain_root() {
 
 /// Host uid 100000 owns the shared (idmapped or copied) layers' files as they appear there:
 /// it must not be able to reach them, or it could change every remapped container's image.
+/// `dir` holds one tree of the layers (an idmapped mount or a chowned copy) whose first
+/// layer host uid 100000 must not be able to change.
+fn mapped_uid_cannot_reach_the_layers(e: &Env, dir: &Path, img: &berth_image::Image) {
+    let key = fs::read_dir(dir).unwrap().next().unwrap().unwrap().path();
+    let layer = key.join(img.chain_ids()[0].hex());
+    mapped_uid_cannot_write(e, &layer.join("diff/etc/passwd"));
+}
+
 fn mapped_uid_cannot_write(e: &Env, target: &Path) {
     assert_eq!(owner(target), (100000, 100000));
     // The test's temporary directory is root-only; open it so that only the snapshotter's
@@ -293,14 +301,7 @@ fn remapped(mode: RemapMode, expect: RemapMethod) {
             assert_eq!(fs::read_dir(&shared).unwrap().count(), 1);
             // Host uid 100000 owns the shared layers as seen through that mount: it must not
             // be able to reach them.
-            let key = fs::read_dir(&shared)
-                .unwrap()
-                .next()
-                .unwrap()
-                .unwrap()
-                .path();
-            let layer = key.join(img.chain_ids()[0].hex());
-            mapped_uid_cannot_write(&e, &layer.join("diff/etc/passwd"));
+            mapped_uid_cannot_reach_the_layers(&e, &shared, &img);
             snap.remove("second").unwrap();
             assert_eq!(owner(&root.join("bin/busybox")), (100000, 100000));
             assert_eq!(fs::read_dir(&shared).unwrap().count(), 1);
@@ -309,14 +310,7 @@ fn remapped(mode: RemapMode, expect: RemapMethod) {
         }
         RemapMethod::Copy => {
             assert_eq!(fs::read_dir(&copies).unwrap().count(), 1);
-            let key = fs::read_dir(&copies)
-                .unwrap()
-                .next()
-                .unwrap()
-                .unwrap()
-                .path();
-            let layer = key.join(img.chain_ids()[0].hex());
-            mapped_uid_cannot_write(&e, &layer.join("diff/etc/passwd"));
+            mapped_uid_cannot_reach_the_layers(&e, &copies, &img);
             let keep = img.chain_ids();
             assert!(snap.prune_copies(&keep).unwrap().is_empty());
             assert_eq!(snap.prune_copies(&keep[..1]).unwrap().len(), 1);
