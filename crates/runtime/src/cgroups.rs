@@ -12,7 +12,7 @@
 
 use std::fs;
 use std::os::fd::AsFd;
-use std::os::fd::RawFd;
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -520,16 +520,11 @@ fn tail(pl: &Placement, skip: usize) -> Placement {
 }
 
 /// Moves the calling thread (a single-threaded process: the whole process) into the cgroup
-/// of each `tasks` file (see [`self_join_files`]). Async-signal-safe: the init calls it
-/// between clone and exec.
-pub fn join_self(tasks: &[RawFd]) -> std::result::Result<(), nix::errno::Errno> {
+/// of each `tasks` file (see [`self_join_files`]). The init calls it between clone and
+/// exec: a plain write(2) each.
+pub fn join_self(tasks: &[BorrowedFd]) -> std::result::Result<(), nix::errno::Errno> {
     for fd in tasks {
-        // SAFETY: write(2) of a static two-byte buffer to a descriptor the runtime opened
-        // for us and keeps open until the init is running.
-        let n = unsafe { libc::write(*fd, b"0\n".as_ptr().cast(), 2) };
-        if n < 0 {
-            return Err(nix::errno::Errno::last());
-        }
+        nix::unistd::write(fd, b"0\n")?;
     }
     Ok(())
 }

@@ -323,7 +323,7 @@ pub fn create(rt: &Runtime, id: &str, dir: &Path, opts: &CreateOptions) -> Resul
         cgroups::self_join_files(&rt.cgroups, &placement, usize::from(v2_dir.is_some()))?;
     let args = InitArgs {
         id,
-        cgroup_tasks: cgroup_tasks.iter().map(|f| f.as_raw_fd()).collect(),
+        cgroup_tasks: cgroup_tasks.iter().map(|f| f.as_fd()).collect(),
         spec: &spec,
         bundle: &bundle,
         chan: &child_chan,
@@ -671,7 +671,7 @@ pub fn exec(rt: &Runtime, rec: &Record, process: &Process, opts: &ExecOptions) -
     // As the init does: the v1 cgroups it joins itself, cgroup2 we join it to.
     let (cgroup_tasks, join_rest) = cgroups::self_join_files(&rt.cgroups, &rec.cgroups, 0)?;
     let args = ExecArgs {
-        cgroup_tasks: cgroup_tasks.iter().map(|f| f.as_raw_fd()).collect(),
+        cgroup_tasks: cgroup_tasks.iter().map(|f| f.as_fd()).collect(),
         process,
         chan: &child_chan,
         runtime_end: parent_chan.raw(),

@@ -23,7 +23,7 @@ pub struct InitArgs<'a> {
     pub id: &'a str,
     /// `tasks` files of the container's v1 cgroups, to join by writing `0` (see
     /// `cgroups::self_join_files`).
-    pub cgroup_tasks: Vec<RawFd>,
+    pub cgroup_tasks: Vec<BorrowedFd<'a>>,
     pub spec: &'a Spec,
     pub bundle: &'a Path,
     pub chan: &'a Channel,
@@ -116,14 +116,10 @@ fn set_stdio(stdio: Option<[RawFd; 3]>) -> Result<()> {
     Ok(())
 }
 
-/// Joins the cgroups whose `tasks` files the runtime opened for us, then closes them.
-fn join_own_cgroups(tasks: &mut Vec<RawFd>) -> Result<()> {
-    crate::cgroups::join_self(tasks).map_err(|e| Error::sys("join the container's cgroups", e))?;
-    for fd in tasks.drain(..) {
-        // SAFETY: closing our copies of the runtime's descriptors, used just above.
-        unsafe { libc::close(fd) };
-    }
-    Ok(())
+/// Joins the cgroups whose `tasks` files the runtime opened for us (close-on-exec: they go
+/// with the exec).
+fn join_own_cgroups(tasks: &[BorrowedFd]) -> Result<()> {
+    crate::cgroups::join_self(tasks).map_err(|e| Error::sys("join the container's cgroups", e))
 }
 
 fn non_dumpable() {
@@ -151,7 +147,7 @@ fn close_runtime_end(fd: RawFd) {
 fn init(mut a: InitArgs) -> Result<Infallible> {
     close_runtime_end(a.runtime_end);
     non_dumpable();
-    join_own_cgroups(&mut a.cgroup_tasks)?;
+    join_own_cgroups(&a.cgroup_tasks)?;
     set_stdio(a.stdio)?;
     let go = a.chan.expect(Tag::Go).map_err(init_err)?;
     let host_pid: i32 = go.text.parse().unwrap_or(0);
@@ -339,7 +335,7 @@ fn init_err(msg: String) -> Error {
 /// What an exec'd process needs.
 pub struct ExecArgs<'a> {
     /// As [`InitArgs::cgroup_tasks`].
-    pub cgroup_tasks: Vec<RawFd>,
+    pub cgroup_tasks: Vec<BorrowedFd<'a>>,
     pub process: &'a Process,
     pub chan: &'a Channel,
     pub runtime_end: RawFd,
@@ -358,10 +354,10 @@ pub fn run_exec(a: ExecArgs) -> ! {
     finish(chan, None, r)
 }
 
-fn exec_child(mut a: ExecArgs) -> Result<Infallible> {
+fn exec_child(a: ExecArgs) -> Result<Infallible> {
     close_runtime_end(a.runtime_end);
     non_dumpable();
-    join_own_cgroups(&mut a.cgroup_tasks)?;
+    join_own_cgroups(&a.cgroup_tasks)?;
     set_stdio(a.stdio)?;
     a.chan.expect(Tag::Go).map_err(init_err)?;
     nix::unistd::fchdir(a.root).map_err(|e| Error::sys("chdir to the container's root", e))?;
